@@ -1,0 +1,1 @@
+"""Exports: bill files, bank withholding files, Parquet/CSV, Prometheus metrics, alert sinks."""

@@ -1,0 +1,1 @@
+"""Ledger: the append-only double-entry journal, payments, allocation, corrections, close."""

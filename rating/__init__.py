@@ -1,0 +1,1 @@
+"""Rating: tariffs, vectorized kernels, master–sub apportionment and the billing run."""
