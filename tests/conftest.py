@@ -1,3 +1,3 @@
 """Test fixtures: real PostgreSQL (tests/fixtures/postgres.py) and more, as plugins."""
 
-pytest_plugins = ["tests.fixtures.postgres"]
+pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.mqtt"]
