@@ -116,10 +116,41 @@ class WriterSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class IngestSettings:
+    """The ingest service (``meterline ingest run``) and the sources it starts.
+
+    Each ``[ingest.sources.<name>]`` table names its ``kind`` (``mqtt``, ``coap``, ``mbus``,
+    ``modbus``, ...); the rest of the table is that source's own settings, checked by the source
+    when the service starts (unknown keys are errors there too).
+    """
+
+    #: address of the Prometheus ``/metrics`` endpoint; port 0 turns it off
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = 9464
+    #: on SIGTERM: seconds to let sources drain and the writer commit before giving up
+    shutdown_timeout_s: float = 30.0
+    #: sources by name
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def validate(self) -> list[str]:
+        problems = []
+        if not 0 <= self.metrics_port <= 65535:
+            problems.append("metrics_port must be between 0 and 65535")
+        if self.shutdown_timeout_s <= 0:
+            problems.append("shutdown_timeout_s must be positive")
+        for name, table in self.sources.items():
+            kind = table.get("kind")
+            if not isinstance(kind, str) or not kind.isidentifier():
+                problems.append(f"sources.{name}.kind: required, the source's kind (mqtt, coap, ...), got {kind!r}")
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     utility: UtilitySettings = field(default_factory=UtilitySettings)
     writer: WriterSettings = field(default_factory=WriterSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
     #: the file these settings were read from, if any (not a TOML key)
     source: Path | None = field(default=None, init=False, compare=False)
 

@@ -33,3 +33,7 @@ class Sink:
     def submit_threadsafe(self, readings: Sequence[Reading] = (), dead_letters: Sequence[DeadLetter] = ()):
         """For sources on their own threads (paho's network loop): a concurrent Future."""
         return self.writer.submit(readings, dead_letters)
+
+    def note(self, event: str, n: int = 1) -> None:
+        """Tell the service's metrics what the writer cannot see: ``received`` (messages or frames
+        in) and ``duplicate`` (messages recognised as repeats before decoding). No-op here."""

@@ -1,0 +1,393 @@
+"""MQTT source: meters, concentrators and LoRaWAN network servers publishing to a broker.
+
+Delivery guarantees:
+
+* **QoS 1, persistent session.** The client connects with a fixed client id, ``clean_start``
+  off and a session expiry (MQTT 5), so messages published while the service is down (or
+  restarting) wait in its session at the broker.
+* **Acknowledge after commit.** paho runs with ``manual_ack``: a message's PUBACK is sent only
+  once its readings and dead letters are committed. A crash before that leaves the message
+  unacknowledged and the broker redelivers it on the next connect.
+* **Duplicates.** Redeliveries, retransmitted LoRaWAN uplinks (same devEUI and fCnt) and
+  republished events (same ChirpStack ``deduplicationId`` / TTS ``as:up`` correlation id) are
+  recognised in a :class:`~meterline.ingest.dedupe.DedupeWindow` and acknowledged once the
+  original is committed; beyond the window the reading key keeps the database unchanged.
+* **Several workers.** With ``shared_group`` the subscription is ``$share/<group>/<topic>``:
+  the broker hands each message to one member of the group (each worker has its own client id).
+* **Reconnect with backoff** (``reconnect_min_s`` doubling to ``reconnect_max_s``). Acks of the
+  previous connection are never sent on the next one (packet ids are per connection); the
+  broker redelivers those messages and the window recognises them.
+
+The hot path runs on one thread that owns the paho client (``client.loop()`` in a loop):
+messages are collected for ``batch_delay_ms`` or ``batch_messages``, decoded together, handed
+to the writer as one submission, and acknowledged from the same thread when it commits.
+MQTT 5 is the default: its Receive Maximum lets the broker keep up to ``receive_maximum``
+messages in flight to us whatever its own ``max_inflight_messages`` (20 by default in
+Mosquitto), which acknowledgement after commit needs. ``protocol = "3.1.1"`` is faster in
+paho but needs the broker's in-flight limit raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from hashlib import blake2b
+import logging
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from meterline.ingest.dedupe import DedupeWindow, Ticket
+from meterline.ingest.messages import DEFAULT_TOPICS, Format, configure
+from meterline.ingest.model import DeadLetter, Reading
+from meterline.ingest.sources import Sink, register
+
+log = logging.getLogger(__name__)
+UTC = dt.timezone.utc
+
+
+@dataclass(frozen=True, slots=True)
+class MqttSettings:
+    """``[ingest.sources.<name>]`` with ``kind = "mqtt"``."""
+
+    kind: str = "mqtt"
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    #: the persistent session's id; one per worker (default: meterline-<source>-<host name>)
+    client_id: str = ""
+    protocol: Literal["5", "3.1.1"] = "5"
+    #: what the messages are: meterline JSON, ChirpStack v4 or The Things Stack v3 uplinks
+    format: Literal["meterline", "chirpstack", "tts"] = "meterline"
+    #: topic filters (default by format: meterline/up/#, application/+/device/+/event/up, v3/+/devices/+/up)
+    topics: list[str] = field(default_factory=list)
+    #: share the subscription among the workers of this group: $share/<group>/<topic>
+    shared_group: str = ""
+    qos: int = 1
+    #: how long the broker keeps the session (and queues messages) while we are away (MQTT 5)
+    session_expiry_s: int = 7 * 86400
+    #: messages the broker may have in flight to us, unacknowledged (MQTT 5 Receive Maximum)
+    receive_maximum: int = 65535
+    keepalive_s: int = 30
+    #: messages decoded and submitted together
+    batch_messages: int = 5000
+    batch_delay_ms: int = 20
+    dedupe_window_s: float = 3600.0
+    dedupe_max_keys: int = 200_000
+    reconnect_min_s: float = 0.2
+    reconnect_max_s: float = 30.0
+    #: LoRaWAN formats: the payload codec of devices whose profile is not listed, and its parameters
+    codec: str = "object"
+    codec_params: dict[str, Any] = field(default_factory=dict)
+    #: LoRaWAN formats: device profile name → {codec = "...", <codec parameters>}
+    profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def validate(self) -> list[str]:
+        problems = []
+        if self.qos not in (0, 1):
+            problems.append("qos must be 0 or 1 (1 for acknowledgement after commit)")
+        if not 1 <= self.receive_maximum <= 65535:
+            problems.append("receive_maximum must be between 1 and 65535")
+        if self.batch_messages < 1 or self.batch_delay_ms < 0:
+            problems.append("batch_messages must be >= 1 and batch_delay_ms >= 0")
+        if not 0 < self.reconnect_min_s <= self.reconnect_max_s:
+            problems.append("reconnect delays must satisfy 0 < reconnect_min_s <= reconnect_max_s")
+        if self.shared_group and any(c in self.shared_group for c in "/+#"):
+            problems.append("shared_group must not contain / + or #")
+        for t in self.topics:
+            if not t or t.startswith("$share/"):
+                problems.append(f"topic {t!r}: give the plain filter (shared_group adds $share/<group>/)")
+        return problems
+
+    def filters(self) -> list[str]:
+        topics = self.topics or [DEFAULT_TOPICS[self.format]]
+        return [f"$share/{self.shared_group}/{t}" if self.shared_group else t for t in topics]
+
+
+@dataclass(slots=True)
+class _Batch:
+    ticket: Ticket = field(default_factory=Ticket)
+    generation: int = 0
+    messages: list[tuple[int, str, bytes]] = field(default_factory=list)  # (mid, topic, payload)
+    started: float = 0.0
+
+
+@register("mqtt")
+class MqttSource:
+    """Subscribe, decode, write, acknowledge. See the module documentation."""
+
+    def __init__(self, name: str, settings: dict[str, Any], sink: Sink) -> None:
+        self.name = name
+        where = f"ingest.sources.{name}"
+        tolerance = getattr(getattr(sink.writer, "settings", None), "future_tolerance_s", 300)
+        self.settings, self.format = configure(MqttSettings, name, settings, tolerance)
+        s = self.settings
+        self.sink = sink
+        self.client_id = s.client_id or f"meterline-{name}-{socket.gethostname()}"
+        self.window = DedupeWindow(s.dedupe_window_s, s.dedupe_max_keys)
+        self._acks: deque[tuple[int, int]] = deque()  # (generation, mid), filled by writer threads
+        self._generation = 0
+        self._connected = False
+        self._subscribed = threading.Event()
+        self._session_present: bool | None = None
+        self._batch = _Batch()
+        self._inflight: set[Ticket] = set()
+        self._inflight_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._reconnect = False
+        self.ready = threading.Event()  #: set once subscribed (tests, start-up logs)
+        self.stats = {"received": 0, "acked": 0, "duplicates": 0, "connects": 0}
+
+    # -- lifecycle --------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        thread = threading.Thread(target=self._serve, name=f"mqtt-{self.name}", daemon=True)
+        thread.start()
+        waiter = asyncio.create_task(stop.wait())
+        dead = asyncio.create_task(asyncio.to_thread(thread.join))
+        done, _ = await asyncio.wait({waiter, dead}, return_when=asyncio.FIRST_COMPLETED)
+        self._stopping.set()
+        waiter.cancel()
+        await dead
+        if self._error is not None:
+            raise self._error
+
+    _error: BaseException | None = None
+
+    def _client(self) -> paho.Client:
+        s = self.settings
+        v5 = s.protocol == "5"
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                             protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
+                             clean_session=None if v5 else False, manual_ack=True)
+        if s.username is not None:
+            client.username_pw_set(s.username, s.password)
+        if s.tls:
+            client.tls_set()
+        client.max_queued_messages_set(0)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        return client
+
+    def _connect(self, client: paho.Client) -> None:
+        s = self.settings
+        if s.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = s.session_expiry_s
+            props.ReceiveMaximum = s.receive_maximum
+            client.connect(s.host, s.port, s.keepalive_s, clean_start=False, properties=props)
+        else:
+            client.connect(s.host, s.port, s.keepalive_s)
+
+    def _serve(self) -> None:
+        try:
+            self._serve_inner()
+        except BaseException as exc:  # the thread must not die silently
+            log.exception("mqtt source %s failed", self.name)
+            self._error = exc
+
+    def _serve_inner(self) -> None:
+        s = self.settings
+        client = self._client()
+        delay = s.reconnect_min_s
+        idle = min(0.05, max(0.001, s.batch_delay_ms / 1000))
+        socket_open = False
+        while not self._stopping.is_set():
+            if not socket_open or self._reconnect:
+                if socket_open:
+                    client.disconnect()
+                    client.loop(0.01)
+                self._reconnect = False
+                self._lost()
+                try:
+                    self._connect(client)
+                    socket_open = True
+                    self.stats["connects"] += 1
+                except OSError as exc:
+                    log.warning("mqtt %s: cannot connect to %s:%d (%s); retrying in %.1fs", self.name, s.host, s.port,
+                                exc, delay)
+                    self._stopping.wait(delay)
+                    delay = min(delay * 2, s.reconnect_max_s)
+                    continue
+            rc = client.loop(idle)
+            if rc != paho.MQTT_ERR_SUCCESS:
+                socket_open = False
+                log.warning("mqtt %s: connection lost (%s); reconnecting in %.1fs", self.name, paho.error_string(rc),
+                            delay)
+                self._lost()
+                self._stopping.wait(delay)
+                delay = min(delay * 2, s.reconnect_max_s)
+                continue
+            if self._connected:
+                delay = s.reconnect_min_s
+            self._flush_if_due(client)
+            self._send_acks(client)
+        self._drain(client, socket_open)
+
+    def _drain(self, client: paho.Client, socket_open: bool) -> None:
+        """Stop: submit what was received, wait for its commit, send the acks, disconnect.
+
+        Messages arriving after the stop are left unacknowledged (the broker keeps them in the
+        session for the next start, or for another worker of a shared group)."""
+        self._closing = True
+        if self._batch.messages:
+            self._submit(self._batch)
+            self._batch = _Batch(generation=self._generation)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with self._inflight_lock:
+                busy = bool(self._inflight)
+            if not busy and not self._acks:
+                break
+            if socket_open:
+                if client.loop(0.01) != paho.MQTT_ERR_SUCCESS:
+                    socket_open = False
+            else:
+                time.sleep(0.01)
+            self._send_acks(client)
+        if socket_open:
+            for _ in range(5):  # let the last PUBACKs leave
+                client.loop(0.01)
+            client.disconnect()
+            client.loop(0.01)
+
+    _closing = False
+
+    # -- paho callbacks (on the source's thread) ------------------------------------------
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            log.error("mqtt %s: broker refused the connection: %s", self.name, reason)
+            return
+        self._connected = True
+        self._session_present = bool(getattr(flags, "session_present", False))
+        if not self._session_present and self.stats["connects"] > 1:
+            log.warning("mqtt %s: the broker had no session for %s (expired?): messages published while away "
+                        "were not kept", self.name, self.client_id)
+        log.info("mqtt %s: connected to %s:%d as %s (session present: %s)", self.name, self.settings.host,
+                 self.settings.port, self.client_id, self._session_present)
+        client.subscribe([(t, self.settings.qos) for t in self.settings.filters()])
+
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
+        bad = [r for r in reasons if getattr(r, "is_failure", False)]
+        if bad:
+            log.error("mqtt %s: subscription refused: %s", self.name, bad)
+        else:
+            self.ready.set()
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self._connected = False
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        if self._closing:
+            return  # not acknowledged: redelivered later
+        batch = self._batch
+        if not batch.messages:
+            batch.started = time.monotonic()
+            batch.generation = self._generation
+        batch.messages.append((msg.mid, msg.topic, msg.payload))
+        if len(batch.messages) >= self.settings.batch_messages:
+            self._flush(client)
+
+    # -- batches ----------------------------------------------------------------------
+    def _lost(self) -> None:
+        """The connection is gone: what was received on it will be redelivered."""
+        self._connected = False
+        self._generation += 1
+        self._batch = _Batch(generation=self._generation)  # undecoded messages: the broker resends them
+        self._acks.clear()
+
+    def _flush_if_due(self, client: paho.Client) -> None:
+        b = self._batch
+        if b.messages and (time.monotonic() - b.started) * 1000 >= self.settings.batch_delay_ms:
+            self._flush(client)
+
+    def _flush(self, client: paho.Client) -> None:
+        batch, self._batch = self._batch, _Batch(generation=self._generation)
+        self._submit(batch)
+
+    def _submit(self, batch: _Batch) -> None:
+        now = dt.datetime.now(UTC)
+        window = self.window
+        ticket = batch.ticket
+        gen = batch.generation
+        readings: list[Reading] = []
+        dead: list[DeadLetter] = []
+        mids: list[int] = []
+        keys: list[Any] = []
+        dups = 0
+        fmt = self.format
+        for mid, topic, payload in batch.messages:
+            raw_key = blake2b(topic.encode() + b"\0" + payload, digest_size=16).digest()
+            prior = window.seen(raw_key)
+            if prior is None:
+                out = fmt.decode(topic, payload, now)
+                prior = window.first_seen(out.keys) if out.keys else None
+                if prior is None:
+                    readings.extend(out.readings)
+                    dead.extend(out.dead)
+                    window.add((raw_key,) + out.keys, ticket)
+                    keys.append(raw_key)
+                    keys.extend(out.keys)
+                    mids.append(mid)
+                    continue
+            dups += 1
+            if prior is ticket:
+                mids.append(mid)
+            else:
+                prior.on_commit(lambda ok, m=mid: self._acks.append((gen, m)) if ok else None)
+        self.stats["received"] += len(batch.messages)
+        self.stats["duplicates"] += dups
+        self.sink.note("received", len(batch.messages))
+        if dups:
+            self.sink.note("duplicate", dups)
+        if not mids:
+            return
+        with self._inflight_lock:
+            self._inflight.add(ticket)
+
+        def committed(future: Any) -> None:
+            ok = not future.cancelled() and future.exception() is None
+            if ok:
+                self._acks.extend((gen, m) for m in mids)
+            else:
+                log.error("mqtt %s: %d message(s) not written (%s); they stay unacknowledged and will be redelivered",
+                          self.name, len(mids), future.exception())
+                self.window.forget(keys)
+                self._reconnect = True
+            ticket.resolve(ok)
+            with self._inflight_lock:
+                self._inflight.discard(ticket)
+
+        if readings or dead:
+            self.sink.submit_threadsafe(readings, dead).add_done_callback(committed)
+        else:  # nothing to write (e.g. status-only uplinks): acknowledge now
+            self._acks.extend((gen, m) for m in mids)
+            ticket.resolve(True)
+            with self._inflight_lock:
+                self._inflight.discard(ticket)
+
+    def _send_acks(self, client: paho.Client) -> None:
+        """Send the PUBACKs of committed messages received on this connection (others are stale:
+        their messages come again after the reconnect)."""
+        acks = self._acks
+        if not acks:
+            return
+        gen = self._generation if self._connected else -1
+        qos = self.settings.qos
+        n = 0
+        while acks:
+            g, mid = acks.popleft()
+            if g == gen and qos:
+                client.ack(mid, qos)
+                n += 1
+        self.stats["acked"] += n
