@@ -110,3 +110,46 @@ def count(conn: psycopg.Connection, sql: str, *args: Any) -> int:
 
 def reading_json(meter: str, ts: int, value: int, **extra: Any) -> bytes:
     return json.dumps({"meter": meter, "ts": ts, "value": value, **extra}).encode()
+
+
+def free_udp_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class CoapClient:
+    """A plain UDP socket speaking CoAP (confirmable POSTs; one answer awaited per call)."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        import socket
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.settimeout(10)
+        self.addr = (host, port)
+        self.mid = 1000
+
+    def send(self, datagram: bytes):
+        from meterline.protocols.coap import message
+
+        self.sock.sendto(datagram, self.addr)
+        while True:
+            data, _ = self.sock.recvfrom(2048)
+            reply = message.parse(data)
+            if reply.type == message.ACK and reply.code == 0:
+                continue  # empty ACK: the answer follows separately
+            return reply
+
+    def post(self, meter: str, body: bytes, content_format: int | None = 50, mid: int | None = None,
+             token: bytes = b"\x01\x02"):
+        from meterline.protocols.coap import message
+
+        if mid is None:
+            self.mid += 1
+            mid = self.mid
+        return self.send(message.request(["r", meter], body, mid, token, content_format))
+
+    def close(self) -> None:
+        self.sock.close()
