@@ -72,7 +72,7 @@ def summary(service: IngestService, seconds: float) -> Table:
                       f"{value('meterline_ingest_readings_written_total', source=n):,}",
                       f"{value('meterline_ingest_duplicates_total', source=n):,}",
                       f"{value('meterline_ingest_dead_letters_total', source=n):,}",
-                      "failed: " + str(st.error) if st.error else "stopped cleanly")
+                      "failed: " + str(st.error) if st.error else "ok")
     return table
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
+import subprocess
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any, Callable
 
 import paho.mqtt.client as paho
@@ -153,3 +156,60 @@ class CoapClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class Mosquitto:
+    """A private Mosquitto on a free port with its own configuration and persistence directory
+    (never the machine's shared broker), so a test may stop and restart it."""
+
+    BINARY = "/usr/sbin/mosquitto"
+
+    def __init__(self, directory: "Path") -> None:
+        import socket
+
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.conf = self.dir / "mosquitto.conf"
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            f"persistence_location {self.dir}/\nmax_queued_messages 0\nautosave_interval 0\n"
+            f"log_dest file {self.dir}/mosquitto.log\n"
+            # started as root, Mosquitto would switch to its own user and could not write here
+            f"user {getpass.getuser()}\n")
+        self.proc: "subprocess.Popen | None" = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    def start(self) -> "Mosquitto":
+        import shutil
+        import socket
+        import subprocess
+
+        binary = self.BINARY if shutil.which(self.BINARY) else shutil.which("mosquitto")
+        assert binary, "mosquitto is not installed"
+        self.proc = subprocess.Popen([binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(self.address, 0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("private mosquitto did not start")
+
+    def stop(self) -> None:
+        """Graceful stop (SIGTERM): Mosquitto writes its persistence file and exits."""
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(20)
+            self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
