@@ -82,13 +82,18 @@ class DedupeWindow:
                 return t
         return None
 
-    def add(self, keys: Iterable[Hashable], ticket: Ticket) -> None:
-        now = self._clock()
+    def add(self, keys: Iterable[Hashable], ticket: Ticket, now: float | None = None) -> None:
+        """Remember ``keys``; call :meth:`evict` now and then (a source does once per batch)."""
+        if now is None:
+            now = self._clock()
         seen = self._seen
         for key in keys:
             seen[key] = (now, ticket)
             seen.move_to_end(key)
-        self._evict(now)
+
+    def evict(self) -> None:
+        """Forget keys older than the window, and the oldest beyond ``max_keys``."""
+        self._evict(self._clock())
 
     def forget(self, keys: Iterable[Hashable]) -> None:
         for key in keys:

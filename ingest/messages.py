@@ -49,6 +49,8 @@ class Format:
         self.source_name = source_name
         self.future_tolerance_s = future_tolerance_s
         self.recent: deque[tuple[str, bytes]] = deque(maxlen=recent)  # last frames, dumped on a failure
+        self._now: dt.datetime | None = None
+        self._latest = dt.datetime.max.replace(tzinfo=UTC)
 
     def decode(self, topic: str, payload: bytes, now: dt.datetime) -> Outcome:
         try:
@@ -73,8 +75,13 @@ class Format:
 
     def _screen(self, out: Outcome, payload: bytes, topic: str, now: dt.datetime) -> None:
         """Readings beyond the future tolerance → dead letters with the message's bytes."""
-        latest = now + dt.timedelta(seconds=self.future_tolerance_s)
-        if all(r.ts <= latest for r in out.readings):
+        if now is not self._now:
+            self._now, self._latest = now, now + dt.timedelta(seconds=self.future_tolerance_s)
+        latest = self._latest
+        for r in out.readings:
+            if r.ts > latest:
+                break
+        else:
             return
         keep = []
         for i, r in enumerate(out.readings):

@@ -33,6 +33,7 @@ import asyncio
 import datetime as dt
 from hashlib import blake2b
 import logging
+import select
 import socket
 import threading
 import time
@@ -48,6 +49,7 @@ from meterline.ingest.dedupe import DedupeWindow, Ticket
 from meterline.ingest.messages import DEFAULT_TOPICS, Format, configure
 from meterline.ingest.model import DeadLetter, Reading
 from meterline.ingest.sources import Sink, register
+from meterline.ingest.sources._paho import FastClient, install_lean_properties, tcp_nodelay
 
 log = logging.getLogger(__name__)
 UTC = dt.timezone.utc
@@ -146,6 +148,7 @@ class MqttSource:
         self._reconnect = False
         self.ready = threading.Event()  #: set once subscribed (tests, start-up logs)
         self.stats = {"received": 0, "acked": 0, "duplicates": 0, "connects": 0}
+        install_lean_properties()
 
     # -- lifecycle --------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -162,10 +165,10 @@ class MqttSource:
 
     _error: BaseException | None = None
 
-    def _client(self) -> paho.Client:
+    def _client(self) -> FastClient:
         s = self.settings
         v5 = s.protocol == "5"
-        client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+        client = FastClient(paho.CallbackAPIVersion.VERSION2, client_id=self.client_id,
                              protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
                              clean_session=None if v5 else False, manual_ack=True)
         if s.username is not None:
@@ -188,6 +191,10 @@ class MqttSource:
             client.connect(s.host, s.port, s.keepalive_s, clean_start=False, properties=props)
         else:
             client.connect(s.host, s.port, s.keepalive_s)
+        tcp_nodelay(client)
+        sock = client.buffered()
+        if sock is not None:
+            sock.flush()  # the CONNECT packet
 
     def _serve(self) -> None:
         try:
@@ -206,7 +213,6 @@ class MqttSource:
             if not socket_open or self._reconnect:
                 if socket_open:
                     client.disconnect()
-                    client.loop(0.01)
                 self._reconnect = False
                 self._lost()
                 try:
@@ -219,20 +225,49 @@ class MqttSource:
                     self._stopping.wait(delay)
                     delay = min(delay * 2, s.reconnect_max_s)
                     continue
-            rc = client.loop(idle)
-            if rc != paho.MQTT_ERR_SUCCESS:
+            if not self._turn(client, idle):
                 socket_open = False
-                log.warning("mqtt %s: connection lost (%s); reconnecting in %.1fs", self.name, paho.error_string(rc),
-                            delay)
+                log.warning("mqtt %s: connection lost; reconnecting in %.1fs", self.name, delay)
                 self._lost()
                 self._stopping.wait(delay)
                 delay = min(delay * 2, s.reconnect_max_s)
                 continue
             if self._connected:
                 delay = s.reconnect_min_s
+        self._drain(client, socket_open)
+
+    def _turn(self, client: FastClient, timeout: float) -> bool:
+        """One turn of the loop: read what arrived (every packet in the buffer), flush batches
+        that are due, send the acks of committed ones, keep the connection alive. False when
+        the connection is gone."""
+        sock = client.buffered()
+        if sock is None:
+            return False
+        try:
+            if sock.pending():
+                readable = True
+            else:
+                r, w, _ = select.select([sock], [sock] if sock.out_pending() or client.want_write() else [], [],
+                                        timeout)
+                readable = bool(r)
+                if w and client.loop_write() != paho.MQTT_ERR_SUCCESS:
+                    return False
+            if readable:
+                rc = client.loop_read()
+                while rc == paho.MQTT_ERR_SUCCESS and sock.pending() and client.socket() is sock:
+                    rc = client.loop_read()
+                if rc != paho.MQTT_ERR_SUCCESS or client.socket() is not sock:
+                    return False
             self._flush_if_due(client)
             self._send_acks(client)
-        self._drain(client, socket_open)
+            if client.loop_misc() != paho.MQTT_ERR_SUCCESS or client.socket() is not sock:
+                return False
+            sock.flush()
+        except OSError as exc:
+            log.warning("mqtt %s: socket error: %s", self.name, exc)
+            client.disconnect()
+            return False
+        return True
 
     def _drain(self, client: paho.Client, socket_open: bool) -> None:
         """Stop: submit what was received, wait for its commit, send the acks, disconnect.
@@ -250,16 +285,16 @@ class MqttSource:
             if not busy and not self._acks:
                 break
             if socket_open:
-                if client.loop(0.01) != paho.MQTT_ERR_SUCCESS:
-                    socket_open = False
+                socket_open = self._turn(client, 0.01)
             else:
                 time.sleep(0.01)
-            self._send_acks(client)
+                self._send_acks(client)
         if socket_open:
-            for _ in range(5):  # let the last PUBACKs leave
-                client.loop(0.01)
+            self._turn(client, 0.01)  # the last PUBACKs leave
             client.disconnect()
-            client.loop(0.01)
+            sock = client.buffered()
+            if sock is not None:
+                sock.flush()
 
     _closing = False
 
@@ -317,7 +352,9 @@ class MqttSource:
 
     def _submit(self, batch: _Batch) -> None:
         now = dt.datetime.now(UTC)
+        clock = time.monotonic()
         window = self.window
+        seen, add = window.seen, window.add
         ticket = batch.ticket
         gen = batch.generation
         readings: list[Reading] = []
@@ -325,19 +362,22 @@ class MqttSource:
         mids: list[int] = []
         keys: list[Any] = []
         dups = 0
-        fmt = self.format
+        decode = self.format.decode
         for mid, topic, payload in batch.messages:
             raw_key = blake2b(topic.encode() + b"\0" + payload, digest_size=16).digest()
-            prior = window.seen(raw_key)
+            prior = seen(raw_key)
             if prior is None:
-                out = fmt.decode(topic, payload, now)
+                out = decode(topic, payload, now)
                 prior = window.first_seen(out.keys) if out.keys else None
                 if prior is None:
                     readings.extend(out.readings)
-                    dead.extend(out.dead)
-                    window.add((raw_key,) + out.keys, ticket)
+                    if out.dead:
+                        dead.extend(out.dead)
                     keys.append(raw_key)
-                    keys.extend(out.keys)
+                    if out.keys:
+                        keys.extend(out.keys)
+                        add(out.keys, ticket, clock)
+                    add((raw_key,), ticket, clock)
                     mids.append(mid)
                     continue
             dups += 1
@@ -345,6 +385,7 @@ class MqttSource:
                 mids.append(mid)
             else:
                 prior.on_commit(lambda ok, m=mid: self._acks.append((gen, m)) if ok else None)
+        window.evict()
         self.stats["received"] += len(batch.messages)
         self.stats["duplicates"] += dups
         self.sink.note("received", len(batch.messages))
