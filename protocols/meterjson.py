@@ -115,8 +115,10 @@ def decode_object(obj: Any, *, source: Source = Source.MQTT, meter: str | None =
         unknown = obj.keys() - SINGLE_KEYS
         if unknown:
             raise SchemaError(f"unknown field(s) {', '.join(sorted(map(str, unknown)))}", reason="bad_schema")
-        defaults = _Defaults(meter, None, None, None, None)
-        return Decoded((_reading(obj, defaults, source, msg_id, ""),), (), msg_id)
+        r = _fast(obj, meter, None, source, msg_id)
+        if r is None:
+            r = _reading(obj, _Defaults(meter, None, None, None, None), source, msg_id, "")
+        return Decoded((r,), (), msg_id)
     unknown = obj.keys() - BATCH_KEYS
     if unknown:
         raise SchemaError(f"unknown field(s) {', '.join(sorted(map(str, unknown)))}", reason="bad_schema")
@@ -135,7 +137,13 @@ def decode_object(obj: Any, *, source: Source = Source.MQTT, meter: str | None =
     )
     readings: list[Reading] = []
     rejected: list[Rejected] = []
+    fast = defaults.meter_id is None and defaults.unit is None and defaults.quantity is None
     for i, item in enumerate(items):
+        if fast and type(item) is dict:
+            r = _fast(item, defaults.meter, defaults.ts, source, msg_id)
+            if r is not None:
+                readings.append(r)
+                continue
         try:
             if not isinstance(item, dict):
                 raise SchemaError(f"expected an object, got {_type(item)}", reason="bad_schema", path=f"readings[{i}]")
@@ -158,8 +166,48 @@ class _Defaults:
     quantity: Quantity | None
 
 
+_VOLUME = Quantity.VOLUME
+_fromtimestamp = dt.datetime.fromtimestamp
+_fromisoformat = dt.datetime.fromisoformat
+
+
+def _fast(d: dict, meter: str | None, ts: dt.datetime | None, source: Source, msg_id: str | None) -> Reading | None:
+    """The common shapes, checked cheaply: ``{"meter": str, "ts": int|str, "value": int}`` (meter and
+    ts may come from the defaults). None: take the careful path (which also names the problem)."""
+    n = 1
+    m = d.get("meter")
+    if m is not None:
+        if type(m) is not str or not m:
+            return None
+        n += 1
+    elif meter is None or "meter_id" in d:
+        return None
+    else:
+        m = meter
+    t = d.get("ts")
+    if t is not None:
+        n += 1
+        tt = type(t)
+        try:
+            if tt is int:
+                ts = _fromtimestamp(t, UTC)
+            elif tt is str:
+                ts = _fromisoformat(t)
+                if ts.tzinfo is None:
+                    return None
+            else:
+                return None
+        except (ValueError, OverflowError, OSError):
+            return None
+    elif ts is None:
+        return None
+    v = d.get("value")
+    if type(v) is not int or v < 0 or v > MAX_VALUE or len(d) != n:
+        return None
+    return Reading(ts, v, _VOLUME, None, m, source, msg_id, 0)
+
+
 def _reading(d: Mapping[str, Any], defaults: _Defaults, source: Source, msg_id: str | None, where: str) -> Reading:
-    # fast path: {"meter": str, "ts": int | str, "value": int}
     meter = d.get("meter")
     meter_id = None
     if meter is None:
