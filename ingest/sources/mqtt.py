@@ -18,9 +18,11 @@ Delivery guarantees:
   previous connection are never sent on the next one (packet ids are per connection); the
   broker redelivers those messages and the window recognises them.
 
-The hot path runs on one thread that owns the paho client (``client.loop()`` in a loop):
-messages are collected for ``batch_delay_ms`` or ``batch_messages``, decoded together, handed
-to the writer as one submission, and acknowledged from the same thread when it commits.
+The hot path runs on one thread that owns the paho client, driven through paho's external-loop
+API (``loop_read``/``loop_write``/``loop_misc``) on a buffered socket (see ``_paho.py``):
+each message is decoded as it arrives into the current batch; a batch goes to the writer as
+one submission when it holds ``batch_readings`` readings or ``batch_messages`` messages or is
+``batch_delay_ms`` old, and its messages are acknowledged from the same thread once it commits.
 MQTT 5 is the default: its Receive Maximum lets the broker keep up to ``receive_maximum``
 messages in flight to us whatever its own ``max_inflight_messages`` (20 by default in
 Mosquitto), which acknowledgement after commit needs. ``protocol = "3.1.1"`` is faster in
@@ -80,7 +82,8 @@ class MqttSettings:
     #: messages the broker may have in flight to us, unacknowledged (MQTT 5 Receive Maximum)
     receive_maximum: int = 65535
     keepalive_s: int = 30
-    #: messages decoded and submitted together
+    #: a batch is handed to the writer when it holds this many readings or messages, or is this old
+    batch_readings: int = 5000
     batch_messages: int = 5000
     batch_delay_ms: int = 20
     dedupe_window_s: float = 3600.0
@@ -99,8 +102,8 @@ class MqttSettings:
             problems.append("qos must be 0 or 1 (1 for acknowledgement after commit)")
         if not 1 <= self.receive_maximum <= 65535:
             problems.append("receive_maximum must be between 1 and 65535")
-        if self.batch_messages < 1 or self.batch_delay_ms < 0:
-            problems.append("batch_messages must be >= 1 and batch_delay_ms >= 0")
+        if self.batch_messages < 1 or self.batch_readings < 1 or self.batch_delay_ms < 0:
+            problems.append("batch_messages and batch_readings must be >= 1, batch_delay_ms >= 0")
         if not 0 < self.reconnect_min_s <= self.reconnect_max_s:
             problems.append("reconnect delays must satisfy 0 < reconnect_min_s <= reconnect_max_s")
         if self.shared_group and any(c in self.shared_group for c in "/+#"):
@@ -115,12 +118,36 @@ class MqttSettings:
         return [f"$share/{self.shared_group}/{t}" if self.shared_group else t for t in topics]
 
 
+def message_key(topic: str, payload: bytes) -> bytes:
+    """128-bit digest of a message (topic and bytes), its identity in the dedupe window.
+
+    Hashed in pieces below hashlib's 2 KiB threshold, so the GIL is never released here: on a
+    busy process a released GIL costs up to a switch interval (5 ms) to get back."""
+    h = blake2b(topic.encode(), digest_size=16)
+    n = len(payload)
+    if n < 2000:
+        h.update(payload)
+    else:
+        view = memoryview(payload)
+        for i in range(0, n, 2000):
+            h.update(view[i:i + 2000])
+    return h.digest()
+
+
 @dataclass(slots=True)
 class _Batch:
-    ticket: Ticket = field(default_factory=Ticket)
+    """Messages decoded since the last submission, and what to acknowledge once it commits."""
+
     generation: int = 0
-    messages: list[tuple[int, str, bytes]] = field(default_factory=list)  # (mid, topic, payload)
     started: float = 0.0
+    now: dt.datetime | None = None
+    ticket: Ticket = field(default_factory=Ticket)
+    readings: list[Reading] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    mids: list[int] = field(default_factory=list)
+    keys: list[Any] = field(default_factory=list)
+    received: int = 0
+    duplicates: int = 0
 
 
 @register("mqtt")
@@ -275,9 +302,8 @@ class MqttSource:
         Messages arriving after the stop are left unacknowledged (the broker keeps them in the
         session for the next start, or for another worker of a shared group)."""
         self._closing = True
-        if self._batch.messages:
-            self._submit(self._batch)
-            self._batch = _Batch(generation=self._generation)
+        if self._batch.received:
+            self._flush(None)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             with self._inflight_lock:
@@ -325,97 +351,98 @@ class MqttSource:
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         if self._closing:
             return  # not acknowledged: redelivered later
-        batch = self._batch
-        if not batch.messages:
-            batch.started = time.monotonic()
-            batch.generation = self._generation
-        batch.messages.append((msg.mid, msg.topic, msg.payload))
-        if len(batch.messages) >= self.settings.batch_messages:
+        b = self._batch
+        if not b.received:
+            b.started = time.monotonic()
+            b.now = dt.datetime.now(UTC)
+            b.generation = self._generation
+        b.received += 1
+        self._take(b, msg.mid, msg.topic, msg.payload)
+        s = self.settings
+        if len(b.readings) >= s.batch_readings or b.received >= s.batch_messages:
             self._flush(client)
+
+    def _take(self, b: _Batch, mid: int, topic: str, payload: bytes) -> None:
+        """Decode one message into the batch, or recognise it as a repeat."""
+        window = self.window
+        raw_key = message_key(topic, payload)
+        prior = window.seen(raw_key)
+        if prior is None:
+            out = self.format.decode(topic, payload, b.now)
+            prior = window.first_seen(out.keys) if out.keys else None
+            if prior is None:
+                if out.readings:
+                    b.readings.extend(out.readings)
+                if out.dead:
+                    b.dead.extend(out.dead)
+                b.keys.append(raw_key)
+                if out.keys:
+                    b.keys.extend(out.keys)
+                    window.add(out.keys, b.ticket, b.started)
+                window.add((raw_key,), b.ticket, b.started)
+                b.mids.append(mid)
+                return
+        b.duplicates += 1
+        if prior is b.ticket:
+            b.mids.append(mid)
+        else:
+            gen = b.generation
+            prior.on_commit(lambda ok: self._acks.append((gen, mid)) if ok else None)
 
     # -- batches ----------------------------------------------------------------------
     def _lost(self) -> None:
         """The connection is gone: what was received on it will be redelivered."""
         self._connected = False
         self._generation += 1
-        self._batch = _Batch(generation=self._generation)  # undecoded messages: the broker resends them
+        orphan = self._batch
+        self._batch = _Batch(generation=self._generation)
+        orphan.ticket.resolve(False)  # never submitted: its keys must not make the redelivery a "repeat"
         self._acks.clear()
 
     def _flush_if_due(self, client: paho.Client) -> None:
         b = self._batch
-        if b.messages and (time.monotonic() - b.started) * 1000 >= self.settings.batch_delay_ms:
+        if b.received and (time.monotonic() - b.started) * 1000 >= self.settings.batch_delay_ms:
             self._flush(client)
 
-    def _flush(self, client: paho.Client) -> None:
+    def _flush(self, client: paho.Client | None) -> None:
         batch, self._batch = self._batch, _Batch(generation=self._generation)
         self._submit(batch)
 
-    def _submit(self, batch: _Batch) -> None:
-        now = dt.datetime.now(UTC)
-        clock = time.monotonic()
-        window = self.window
-        seen, add = window.seen, window.add
-        ticket = batch.ticket
-        gen = batch.generation
-        readings: list[Reading] = []
-        dead: list[DeadLetter] = []
-        mids: list[int] = []
-        keys: list[Any] = []
-        dups = 0
-        decode = self.format.decode
-        for mid, topic, payload in batch.messages:
-            raw_key = blake2b(topic.encode() + b"\0" + payload, digest_size=16).digest()
-            prior = seen(raw_key)
-            if prior is None:
-                out = decode(topic, payload, now)
-                prior = window.first_seen(out.keys) if out.keys else None
-                if prior is None:
-                    readings.extend(out.readings)
-                    if out.dead:
-                        dead.extend(out.dead)
-                    keys.append(raw_key)
-                    if out.keys:
-                        keys.extend(out.keys)
-                        add(out.keys, ticket, clock)
-                    add((raw_key,), ticket, clock)
-                    mids.append(mid)
-                    continue
-            dups += 1
-            if prior is ticket:
-                mids.append(mid)
-            else:
-                prior.on_commit(lambda ok, m=mid: self._acks.append((gen, m)) if ok else None)
-        window.evict()
-        self.stats["received"] += len(batch.messages)
-        self.stats["duplicates"] += dups
-        self.sink.note("received", len(batch.messages))
-        if dups:
-            self.sink.note("duplicate", dups)
+    def _submit(self, b: _Batch) -> None:
+        self.window.evict()
+        self.stats["received"] += b.received
+        self.stats["duplicates"] += b.duplicates
+        self.sink.note("received", b.received)
+        if b.duplicates:
+            self.sink.note("duplicate", b.duplicates)
+        ticket, gen, mids, keys = b.ticket, b.generation, b.mids, b.keys
         if not mids:
+            ticket.resolve(True)
             return
         with self._inflight_lock:
             self._inflight.add(ticket)
 
-        def committed(future: Any) -> None:
-            ok = not future.cancelled() and future.exception() is None
+        def done(ok: bool) -> None:
             if ok:
                 self._acks.extend((gen, m) for m in mids)
             else:
-                log.error("mqtt %s: %d message(s) not written (%s); they stay unacknowledged and will be redelivered",
-                          self.name, len(mids), future.exception())
                 self.window.forget(keys)
                 self._reconnect = True
             ticket.resolve(ok)
             with self._inflight_lock:
                 self._inflight.discard(ticket)
 
-        if readings or dead:
-            self.sink.submit_threadsafe(readings, dead).add_done_callback(committed)
+        def committed(future: Any) -> None:
+            ok = not future.cancelled() and future.exception() is None
+            if not ok:
+                log.error("mqtt %s: %d message(s) not written (%s); they stay unacknowledged and will be redelivered",
+                          self.name, len(mids), future.exception())
+            done(ok)
+
+        if b.readings or b.dead:
+            self.sink.submit_threadsafe(b.readings, b.dead).add_done_callback(committed)
         else:  # nothing to write (e.g. status-only uplinks): acknowledge now
-            self._acks.extend((gen, m) for m in mids)
-            ticket.resolve(True)
-            with self._inflight_lock:
-                self._inflight.discard(ticket)
+            done(True)
 
     def _send_acks(self, client: paho.Client) -> None:
         """Send the PUBACKs of committed messages received on this connection (others are stale:
