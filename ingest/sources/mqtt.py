@@ -25,8 +25,8 @@ one submission when it holds ``batch_readings`` readings or ``batch_messages`` m
 ``batch_delay_ms`` old, and its messages are acknowledged from the same thread once it commits.
 MQTT 5 is the default: its Receive Maximum lets the broker keep up to ``receive_maximum``
 messages in flight to us whatever its own ``max_inflight_messages`` (20 by default in
-Mosquitto), which acknowledgement after commit needs. ``protocol = "3.1.1"`` is faster in
-paho but needs the broker's in-flight limit raised.
+Mosquitto), which acknowledgement after commit needs; with ``protocol = "auto"`` (the default)
+a broker that refuses MQTT 5 is spoken to in 3.1.1, where its own in-flight limit applies.
 """
 
 from __future__ import annotations
@@ -69,7 +69,8 @@ class MqttSettings:
     tls: bool = False
     #: the persistent session's id; one per worker (default: meterline-<source>-<host name>)
     client_id: str = ""
-    protocol: Literal["5", "3.1.1"] = "5"
+    #: MQTT version; "auto" uses 5 and falls back to 3.1.1 when the broker refuses it
+    protocol: Literal["auto", "5", "3.1.1"] = "auto"
     #: what the messages are: meterline JSON, ChirpStack v4 or The Things Stack v3 uplinks
     format: Literal["meterline", "chirpstack", "tts"] = "meterline"
     #: topic filters (default by format: meterline/up/#, application/+/device/+/event/up, v3/+/devices/+/up)
@@ -82,6 +83,8 @@ class MqttSettings:
     #: messages the broker may have in flight to us, unacknowledged (MQTT 5 Receive Maximum)
     receive_maximum: int = 65535
     keepalive_s: int = 30
+    #: a connection without CONNACK after this long is dropped (and, with "auto", retried in the other version)
+    connack_timeout_s: float = 5.0
     #: a batch is handed to the writer when it holds this many readings or messages, or is this old
     batch_readings: int = 5000
     batch_messages: int = 5000
@@ -175,6 +178,10 @@ class MqttSource:
         self._reconnect = False
         self.ready = threading.Event()  #: set once subscribed (tests, start-up logs)
         self.stats = {"received": 0, "acked": 0, "duplicates": 0, "connects": 0}
+        self.protocol = "3.1.1" if s.protocol == "3.1.1" else "5"  #: the version in use
+        self._downgrade = False
+        self._connack = False
+        self._connect_started = 0.0
         install_lean_properties()
 
     # -- lifecycle --------------------------------------------------------------------
@@ -194,7 +201,7 @@ class MqttSource:
 
     def _client(self) -> FastClient:
         s = self.settings
-        v5 = s.protocol == "5"
+        v5 = self.protocol == "5"
         client = FastClient(paho.CallbackAPIVersion.VERSION2, client_id=self.client_id,
                              protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
                              clean_session=None if v5 else False, manual_ack=True)
@@ -211,7 +218,7 @@ class MqttSource:
 
     def _connect(self, client: paho.Client) -> None:
         s = self.settings
-        if s.protocol == "5":
+        if self.protocol == "5":
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = s.session_expiry_s
             props.ReceiveMaximum = s.receive_maximum
@@ -240,9 +247,14 @@ class MqttSource:
             if not socket_open or self._reconnect:
                 if socket_open:
                     client.disconnect()
+                if self._downgrade:  # paho fixes the protocol version per client
+                    self._downgrade = False
+                    client = self._client()
                 self._reconnect = False
                 self._lost()
                 try:
+                    self._connack = False
+                    self._connect_started = time.monotonic()
                     self._connect(client)
                     socket_open = True
                     self.stats["connects"] += 1
@@ -252,8 +264,18 @@ class MqttSource:
                     self._stopping.wait(delay)
                     delay = min(delay * 2, s.reconnect_max_s)
                     continue
-            if not self._turn(client, idle):
+            alive = self._turn(client, idle)
+            if alive and not self._connack and time.monotonic() - self._connect_started > s.connack_timeout_s:
+                log.warning("mqtt %s: no CONNACK within %.0fs", self.name, s.connack_timeout_s)
+                client.disconnect()
+                alive = False
+            if not alive:
                 socket_open = False
+                if not self._connack and s.protocol == "auto":
+                    # closed before any CONNACK: a broker that does not speak this version does that
+                    self.protocol = "3.1.1" if self.protocol == "5" else "5"
+                    self._downgrade = True
+                    log.warning("mqtt %s: connection closed before CONNACK; trying MQTT %s", self.name, self.protocol)
                 log.warning("mqtt %s: connection lost; reconnecting in %.1fs", self.name, delay)
                 self._lost()
                 self._stopping.wait(delay)
@@ -326,7 +348,15 @@ class MqttSource:
 
     # -- paho callbacks (on the source's thread) ------------------------------------------
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self._connack = True
         if reason.is_failure:
+            if self.protocol == "5" and self.settings.protocol == "auto" and reason.value in (1, 132):
+                log.warning("mqtt %s: the broker does not speak MQTT 5; using 3.1.1 (its own in-flight limit "
+                            "applies: raise max_inflight_messages for acknowledgement after commit)", self.name)
+                self.protocol = "3.1.1"
+                self._downgrade = True
+                self._reconnect = True
+                return
             log.error("mqtt %s: broker refused the connection: %s", self.name, reason)
             return
         self._connected = True
