@@ -9,7 +9,9 @@ from rich.table import Table
 
 from meterline.cli._base import Command, Context
 from meterline.errors import ConfigError
-from meterline.ingest.simulator import PROTOCOLS, Faults, MessageFactory, Plan, Simulator, load_meters
+from meterline.ingest.simulator import (
+    LORAWAN_CODECS, PROTOCOLS, Faults, MessageFactory, Plan, Simulator, load_meters,
+)
 
 
 def _address(text: str, what: str) -> tuple[str, int]:
@@ -33,8 +35,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="CoAP server (default: the first coap source's, else 127.0.0.1:5683)")
     p.add_argument("--mqtt-prefix", default="meterline/up", help="topic prefix of NB-IoT MQTT meters")
     p.add_argument("--lorawan-server", choices=("chirpstack", "tts"), default="chirpstack")
-    p.add_argument("--lorawan-codec", choices=("milesight-em300-di", "axioma-qalcosonic-w1", "object"),
-                   default="milesight-em300-di", help="how LoRaWAN payloads are encoded (device profile name)")
+    p.add_argument("--lorawan-codec", choices=LORAWAN_CODECS, default="kamstrup",
+                   help="how LoRaWAN payloads are encoded; the device profile is named after it (default kamstrup)")
     p.add_argument("--coap-format", choices=("cbor", "json"), default="cbor")
     p.add_argument("--batch", type=int, default=1, help="readings per MQTT message (concentrators), default 1")
     p.add_argument("--faults", default=None, metavar="SPEC",

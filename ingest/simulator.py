@@ -8,9 +8,10 @@ meter with an address (``meter.comm_address``) and a pushing protocol becomes a
   ``batch`` > 1, concentrators publishing batches of that many readings);
 * ``lorawan``   LoRaWAN meters whose uplinks a network server republishes: ChirpStack v4 events
   on ``application/<app>/device/<devEUI>/event/up`` or The Things Stack v3 messages on
-  ``v3/<app>@<tenant>/devices/<id>/up``, payload encoded for a codec (Milesight EM300-DI pulse
-  counter by default; Axioma Qalcosonic W1 frames; or ``object``, the network server's decoded
-  output), device profile named after the codec;
+  ``v3/<app>@<tenant>/devices/<id>/up``, payload encoded for a codec (Kamstrup OMS records by
+  default, like the registry's flowIQ meters; Milesight EM300-DI pulse counts; Axioma Qalcosonic
+  W1 frames; or ``object``, the network server's decoded output), device profile named after
+  the codec;
 * ``coap``      NB-IoT meters posting JSON or CBOR to ``/r/<IMEI>`` (confirmable, retransmitted
   on timeout as RFC 7252 says).
 
@@ -111,7 +112,7 @@ class Plan:
     """How the simulated meters speak."""
 
     lorawan_server: str = "chirpstack"  # or "tts"
-    lorawan_codec: str = "milesight-em300-di"  # or "axioma-qalcosonic-w1", "object"
+    lorawan_codec: str = "kamstrup"  # or "milesight-em300-di", "axioma-qalcosonic-w1", "object"
     mqtt_prefix: str = "meterline/up"
     coap_format: str = "cbor"  # or "json"
     batch: int = 1  # readings per MQTT message (concentrators)
@@ -237,7 +238,7 @@ class MessageFactory:
         codec = self.plan.lorawan_codec
         f_port, data, obj = encode_payload(codec, value, ts)
         if malformed and self.rng.random() < 0.5:
-            data = b"\x09\xff\x00"  # undecodable: an unknown channel
+            data = b"\x09\xff\x00"  # undecodable by every codec (unknown CI / channel)
             obj = None if codec != "object" else {"value": "n/a"}
         iso = ts.isoformat()
         if self.plan.lorawan_server == "tts":
@@ -279,6 +280,8 @@ class MessageFactory:
 
 def encode_payload(codec: str, litres: int, ts: dt.datetime) -> tuple[int, bytes, dict[str, Any] | None]:
     """(fPort, FRMPayload, decoded object) of one uplink carrying the register ``litres``."""
+    if codec == "kamstrup":  # OMS records, no header: the volume register (storage 0: the uplink's time)
+        return 1, b"\x78\x04\x13" + struct.pack("<I", litres % 2**32), None
     if codec == "milesight-em300-di":
         return 85, bytes([0x01, 0x75, 90, 0x05, 0xC8]) + struct.pack("<I", litres % 2**32), None
     if codec == "axioma-qalcosonic-w1":
@@ -287,7 +290,10 @@ def encode_payload(codec: str, litres: int, ts: dt.datetime) -> tuple[int, bytes
     if codec == "object":
         return 1, b"", {"value": litres, "unit": "L"}
     raise SimulatorError(f"the simulator cannot encode payloads for codec {codec!r} "
-                         "(milesight-em300-di, axioma-qalcosonic-w1, object)")
+                         f"({', '.join(LORAWAN_CODECS)})")
+
+
+LORAWAN_CODECS = ("kamstrup", "milesight-em300-di", "axioma-qalcosonic-w1", "object")
 
 
 # -- transports ---------------------------------------------------------------------------

@@ -23,7 +23,7 @@ def test_registry_meters_over_every_protocol_with_faults(db_dsn, conn, company, 
         "nb": {"kind": "mqtt", **base, "topics": [f"{mqtt_topic}/nb/#"], "client_id": f"{mqtt_topic}-nb"},
         "lora": {"kind": "mqtt", **base, "format": "chirpstack", "client_id": f"{mqtt_topic}-lora",
                  "topics": ["application/meterline-sim/device/+/event/up"],
-                 "profiles": {"milesight-em300-di": {"codec": "milesight-em300-di"}}},
+                 "profiles": {"kamstrup": {"codec": "kamstrup"}}},
         "coap": {"kind": "coap", "host": "127.0.0.1", "port": coap_port},
     })
     meters = load_meters(conn, company.id)

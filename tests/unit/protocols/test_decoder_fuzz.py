@@ -125,14 +125,29 @@ def test_codecs_any_payload(name, payload, f_port, obj) -> None:
         assert type(r.value) is int and r.value >= 0
 
 
-@SETTINGS
-@given(st.sampled_from(["milesight-em300-di", "axioma-qalcosonic-w1"]), st.data())
-def test_codecs_near_valid_frames(name, data) -> None:
-    """Mutations of each layout's own vectors reach deeper than random bytes."""
+def _valid_frames():
+    import tomllib
+
     from meterline.protocols.lorawan.codecs import layout
 
-    lay = layout.load(codecs.LAYOUTS / f"{name.replace('-', '_')}.toml")
-    vector = data.draw(st.sampled_from([v for v in lay.vectors if "error" not in v]))
+    out = []
+    for path in codecs.LAYOUTS.glob("*.toml"):
+        lay = layout.load(path)
+        out += [(lay.name, v) for v in lay.vectors if "error" not in v]
+    for path in (codecs.LAYOUTS.parent / "kamstrup.toml", codecs.LAYOUTS.parent / "oms.toml"):
+        data = tomllib.loads(path.read_text())
+        out += [(v.get("codec", data.get("name")), v) for v in data["vector"] if "error" not in v]
+    return out
+
+
+VALID_FRAMES = _valid_frames()
+
+
+@SETTINGS
+@given(st.sampled_from(VALID_FRAMES), st.data())
+def test_codecs_near_valid_frames(case, data) -> None:
+    """Mutations of each codec's own vectors reach deeper than random bytes."""
+    name, vector = case
     frame = bytearray.fromhex(vector["bytes"])
     for _ in range(data.draw(st.integers(0, 4))):
         if frame:
@@ -140,7 +155,8 @@ def test_codecs_near_valid_frames(name, data) -> None:
             frame[i] = data.draw(st.integers(0, 255))
     cut = data.draw(st.integers(0, len(frame)))
     try:
-        out = codecs.create(name).decode(bytes(frame[:cut] if data.draw(st.booleans()) else frame), vector["f_port"])
+        out = codecs.create(name).decode(bytes(frame[:cut] if data.draw(st.booleans()) else frame),
+                                         vector.get("f_port"))
         up = chirpstack.decode_up(json.dumps({"deviceInfo": {"devEui": "0101010101010101"}, "time": "2026-01-01T00:00:00Z"}))
         to_readings(up, out.registers)
     except (CodecError, UplinkError):
