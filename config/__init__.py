@@ -7,6 +7,7 @@
 from meterline.config.settings import (
     CONFIG_DIR,
     DatabaseSettings,
+    IngestSettings,
     Settings,
     UtilitySettings,
     WriterSettings,
@@ -17,6 +18,7 @@ from meterline.config.settings import (
 __all__ = [
     "CONFIG_DIR",
     "DatabaseSettings",
+    "IngestSettings",
     "Settings",
     "UtilitySettings",
     "WriterSettings",
