@@ -201,9 +201,25 @@ def migrate(
             except psycopg.Error as exc:
                 raise MigrationError(f"migration {mig.path.name} failed: {exc}", version) from exc
             ran_now.append(mig)
+        apply_security(conn)
         return ran_now
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", [_LOCK_KEY])
+
+
+def apply_security(conn: psycopg.Connection) -> int:
+    """Row-level security, policies and grants on every table that lacks them (0100_access.sql).
+
+    Runs after every migrate, so tables added by later migrations are covered automatically.
+    Returns the number of tables changed (0 before migration 0100 exists).
+    """
+    if not conn.execute("SELECT to_regprocedure('meterline_apply_rls(text)') IS NOT NULL").fetchone()[0]:
+        return 0
+    try:
+        with conn.transaction():
+            return int(conn.execute("SELECT meterline_apply_rls()").fetchone()[0])
+    except psycopg.Error as exc:
+        raise MigrationError(f"applying row-level security failed: {exc}") from exc
 
 
 def _record(conn: psycopg.Connection, mig: Migration, started: float, chosen: str, tz: str) -> None:
