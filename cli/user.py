@@ -9,11 +9,13 @@ from rich.table import Table
 from meterline.cli._base import Command, Context
 from meterline.store import access, audit
 from meterline.store.company import get_company
+from meterline.store.db import set_company
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    a = sub.add_parser("add", help="add a staff member (the first one ends the implicit local administrator)")
+    a = sub.add_parser("add", help="add a staff member (the first one becomes the group's administrator "
+                                   "and ends the implicit local administrator)")
     a.add_argument("login")
     a.add_argument("name")
     for name, helptext in (("grant", "grant a role"), ("revoke", "revoke a role")):
@@ -60,11 +62,17 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
             ctx.console.print(table)
             return 0
         if args.action == "add":
+            first = ctx.actor.bootstrap
             uid = access.add_user(conn, args.login, args.name)
             audit.record(conn, None, "user.add", "staff_user", uid, None, {"login": args.login, "name": args.name},
                          group_level=True)
+            if first:  # the first staff member ends the implicit administrator and takes over from it
+                access.grant(conn, ctx.policy, args.login, access.ADMIN_ROLE, None, ctx.actor.login)
             conn.commit()
-            ctx.console.print(f"user {args.login} (id {uid}); grant roles with `meterline user grant {args.login} ROLE --in CODE`")
+            ctx.console.print(f"user {args.login} (id {uid})"
+                              + (f": the first user, administrator of the group; from now on name yourself with "
+                                 f"--user {args.login}" if first else
+                                 f"; grant roles with `meterline user grant {args.login} ROLE --in CODE`"))
             return 0
         if args.action == "key":
             key = access.create_api_key(conn, args.login, args.label)
@@ -75,6 +83,8 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
             return 0
         company_id = None if args.group else get_company(conn, args.in_company).id
         where = "every company" if args.group else args.in_company
+        if company_id is not None:
+            set_company(conn, company_id)  # the grant is that company's business (and audit row)
         if args.action == "grant":
             done = access.grant(conn, ctx.policy, args.login, args.role, company_id, ctx.actor.login)
             conn.commit()
