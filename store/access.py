@@ -221,7 +221,7 @@ def check_separation(entered_by: str | None, approver: str, what: str = "adjustm
     """Refuse when the approver is who entered the thing (separation of duties)."""
     if entered_by is not None and entered_by.strip().casefold() == approver.strip().casefold():
         raise SeparationOfDutiesError(
-            f"separation of duties: {approver} entered this {what} and may not approve it; "
+            f"separation of duties: {entered_by} entered this {what} and may not approve it; "
             f"another holder of {permission!r} must", permission, approver)
 
 
