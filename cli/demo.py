@@ -151,11 +151,28 @@ def step_maintain(state: DemoState) -> None:
     state.add("storage", "daily aggregate", daily)
 
 
+def step_group(state: DemoState) -> None:
+    """What the application role sees: one company, its audit trail, personal data encrypted."""
+    assert state.db is not None and state.company_id is not None
+    with state.db.connection(company_id=state.company_id) as conn:
+        role = conn.execute("SELECT current_user").fetchone()[0]
+        companies = conn.execute("SELECT count(DISTINCT company_id) FROM meter").fetchone()[0]
+        audited = conn.execute("SELECT count(*) FROM audit_log").fetchone()[0]
+        phones, encrypted = conn.execute(
+            "SELECT count(phone), count(phone) FILTER (WHERE phone LIKE 'ml1:%') FROM customer").fetchone()
+    with state.db.connection() as conn:
+        unscoped = conn.execute("SELECT count(*) FROM meter").fetchone()[0]
+    state.add("group operation", "application role", f"{role}: {companies} company visible, {unscoped} meters unscoped")
+    state.add("group operation", "audit rows", f"{audited:,}")
+    state.add("group operation", "phones stored encrypted", f"{encrypted:,} of {phones:,}")
+
+
 STEPS: list[Step] = [
     ("database", step_database),
     ("seed utility", step_seed),
     ("redelivery & bad input", step_redelivery),
     ("maintenance", step_maintain),
+    ("group operation", step_group),
 ]
 
 
