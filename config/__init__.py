@@ -6,7 +6,9 @@
 
 from meterline.config.settings import (
     CONFIG_DIR,
+    CompaniesSettings,
     DatabaseSettings,
+    SecuritySettings,
     Settings,
     UtilitySettings,
     WriterSettings,
@@ -16,7 +18,9 @@ from meterline.config.settings import (
 
 __all__ = [
     "CONFIG_DIR",
+    "CompaniesSettings",
     "DatabaseSettings",
+    "SecuritySettings",
     "Settings",
     "UtilitySettings",
     "WriterSettings",

@@ -15,11 +15,14 @@ needs settings of its own adds a section here.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from meterline.config.loader import apply_env_overrides, build
@@ -116,10 +119,58 @@ class WriterSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SecuritySettings:
+    """Company isolation, staff roles and personal data (``store.access``, ``store.personal``)."""
+
+    #: database role application connections switch to (SET ROLE; row-level security applies
+    #: to it); "" keeps the DSN's login role (then nothing is isolated: only for maintenance)
+    app_role: str = "meterline_app"
+    #: TOML file of roles that adds to / overrides ``config/roles.toml``
+    roles_file: Path | None = None
+    #: personal-data keys: key id -> base64 of 64 random bytes (AES-256-SIV); several keys
+    #: while rotating, old ones kept until `meterline personal reencrypt` has run
+    data_keys: dict[str, str] = field(default_factory=dict)
+    #: key id new values are encrypted with (default: the last key listed)
+    current_key: str = ""
+    #: with no data_keys: file holding a key generated on first use (default: the user's data
+    #: directory / meterline / data-keys.toml); fine for the embedded default, not for production
+    key_file: Path | None = None
+    #: personal data in exports for outside parties (printers, banks, regulators)
+    outside_personal_data: Literal["none", "masked", "full"] = "none"
+
+    def validate(self) -> list[str]:
+        problems = []
+        if self.app_role and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", self.app_role):
+            problems.append(f"app_role {self.app_role!r} is not a plain lower-case role name")
+        for kid, text in self.data_keys.items():
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", kid):
+                problems.append(f"data_keys: key id {kid!r} must be 1-32 letters, digits, _ or -")
+            try:
+                if len(base64.b64decode(text, validate=True)) != 64:
+                    problems.append(f"data_keys.{kid}: must be base64 of 64 bytes")
+            except (binascii.Error, ValueError):
+                problems.append(f"data_keys.{kid}: not base64")
+        if self.current_key and self.current_key not in self.data_keys:
+            problems.append(f"current_key {self.current_key!r} is not one of data_keys")
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
+class CompaniesSettings:
+    """Per-company configuration (``config.companies``): ``<dir>/<company code>/...``."""
+
+    #: directory with one folder per company code whose files override the defaults in
+    #: ``config/`` (default: ``config/companies`` beside the package)
+    dir: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     utility: UtilitySettings = field(default_factory=UtilitySettings)
     writer: WriterSettings = field(default_factory=WriterSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+    companies: CompaniesSettings = field(default_factory=CompaniesSettings)
     #: the file these settings were read from, if any (not a TOML key)
     source: Path | None = field(default=None, init=False, compare=False)
 

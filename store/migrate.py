@@ -124,6 +124,12 @@ def backend(conn: psycopg.Connection) -> str | None:
 
 def try_timescaledb(conn: psycopg.Connection) -> bool:
     """True when ``CREATE EXTENSION timescaledb`` succeeds on this database."""
+    preloaded = conn.execute(
+        "SELECT current_setting('shared_preload_libraries') LIKE '%timescaledb%'").fetchone()[0]
+    if not preloaded:
+        # an installed but not preloaded TimescaleDB ends the session with FATAL on CREATE EXTENSION
+        log.info("TimescaleDB not preloaded (shared_preload_libraries), using plain PostgreSQL partitioning")
+        return False
     try:
         with conn.transaction():
             conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
@@ -201,9 +207,25 @@ def migrate(
             except psycopg.Error as exc:
                 raise MigrationError(f"migration {mig.path.name} failed: {exc}", version) from exc
             ran_now.append(mig)
+        apply_security(conn)
         return ran_now
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", [_LOCK_KEY])
+
+
+def apply_security(conn: psycopg.Connection) -> int:
+    """Row-level security, policies and grants on every table that lacks them (0100_access.sql).
+
+    Runs after every migrate, so tables added by later migrations are covered automatically.
+    Returns the number of tables changed (0 before migration 0100 exists).
+    """
+    if not conn.execute("SELECT to_regprocedure('meterline_apply_rls(text)') IS NOT NULL").fetchone()[0]:
+        return 0
+    try:
+        with conn.transaction():
+            return int(conn.execute("SELECT meterline_apply_rls()").fetchone()[0])
+    except psycopg.Error as exc:
+        raise MigrationError(f"applying row-level security failed: {exc}") from exc
 
 
 def _record(conn: psycopg.Connection, mig: Migration, started: float, chosen: str, tz: str) -> None:
