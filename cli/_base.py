@@ -100,7 +100,8 @@ class Context:
     def migrate(self, conn: psycopg.Connection) -> list[migrations.Migration]:
         """Apply pending migrations, then make sure reading partitions cover the configured window."""
         s = self.settings
-        applied = migrations.migrate(conn, allow_timescaledb=s.database.timescaledb, day_timezone=s.utility.timezone)
+        applied = migrations.migrate(conn, allow_timescaledb=s.database.timescaledb, day_timezone=s.utility.timezone,
+                                     compress_readings=s.database.compress_readings)
         partitions.ensure_window(conn, dt.date.today(), s.database.partitions_behind_months,
                                  s.database.partitions_ahead_months)
         return applied

@@ -78,7 +78,8 @@ def step_database(state: DemoState) -> None:
             server.stop()
         state.db = open_database(demo_settings)
     with state.db.connect(autocommit=True, owner=True) as conn:
-        migrations.migrate(conn, allow_timescaledb=settings.database.timescaledb, day_timezone=settings.utility.timezone)
+        migrations.migrate(conn, allow_timescaledb=settings.database.timescaledb, day_timezone=settings.utility.timezone,
+                           compress_readings=settings.database.compress_readings)
         partitions.ensure_window(conn, dt.date.today(), 3, settings.database.partitions_ahead_months)
         state.add("storage", "database", state.db.describe())
         state.add("storage", "backend", migrations.backend(conn))

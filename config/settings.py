@@ -45,6 +45,9 @@ class DatabaseSettings:
     connect_timeout_s: float = 10.0
     #: try ``CREATE EXTENSION timescaledb`` on migrate; off forces the plain-PostgreSQL path
     timescaledb: bool = True
+    #: on TimescaleDB, compress readings after 60 days (TimescaleDB then cannot row-secure
+    #: `reading`; see store/timescale.py); false keeps readings row-secured and uncompressed
+    compress_readings: bool = True
     #: months of reading partitions ``db maintain`` keeps created ahead of today (plain path)
     partitions_ahead_months: int = 3
     #: months of partitions created behind today on first migrate (for history loads)

@@ -158,6 +158,7 @@ def migrate(
     conn: psycopg.Connection,
     *,
     allow_timescaledb: bool = True,
+    compress_readings: bool = True,
     day_timezone: str = "Asia/Shanghai",
     directory: Path = MIGRATIONS_DIR,
 ) -> list[Migration]:
@@ -207,6 +208,10 @@ def migrate(
             except psycopg.Error as exc:
                 raise MigrationError(f"migration {mig.path.name} failed: {exc}", version) from exc
             ran_now.append(mig)
+        if chosen == "timescaledb":
+            from meterline.store import timescale
+
+            timescale.configure_compression(conn, compress_readings)
         apply_security(conn)
         return ran_now
     finally:

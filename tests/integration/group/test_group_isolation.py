@@ -58,7 +58,7 @@ def test_no_scope_sees_nothing_and_partitions_are_closed(two: TwoCompanies, app_
     with app_db.connection() as conn:
         for table in business_tables(conn):
             assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, table
-        part = conn.execute("SELECT relname FROM pg_class WHERE relispartition AND relname LIKE 'reading%%' LIMIT 1").fetchone()[0]
+        part = conn.execute("SELECT relname FROM pg_class WHERE relispartition AND relkind = 'r' AND relname LIKE 'reading%%' LIMIT 1").fetchone()[0]
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(f"SELECT count(*) FROM {part}")
         conn.rollback()
