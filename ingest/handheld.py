@@ -315,7 +315,7 @@ def import_upload(conn: psycopg.Connection, company: Company, data: bytes, *, na
                 return report
             report.import_id = row[0]
             cur.execute(_STAGE)
-            stage = good.select(
+            stage = good.sort("meter_id", "ts").select(  # key order: index inserts in sequence
                 "line", "meter_id", pl.col("ts").cast(pl.Datetime("us", "UTC")).dt.strftime("%Y-%m-%d %H:%M:%S%.6f+00"),
                 "value", "quantity", "reader",
                 *(pl.when(pl.col(c) != "").then(pl.col(c)).alias(c) for c in ("skip_code", "photo", "note")))

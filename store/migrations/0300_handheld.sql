@@ -5,7 +5,7 @@
 -- file and line it came from. An upload is recorded once per company and file content
 -- (sha256): importing the same file again changes nothing.
 
--- why a reader could not read a meter (抄表状态)
+-- why a reader could not read a meter (抄表状态); handheld_read.skip_code checks the same list
 CREATE TABLE handheld_skip_code (
     code        text PRIMARY KEY,
     description text NOT NULL
@@ -35,22 +35,24 @@ CREATE TABLE handheld_import (
     UNIQUE (company_id, file_sha256)
 );
 
--- one read (or skip) of a meter by a reader; the register itself is in `reading`
+-- one read (or skip) of a meter by a reader; the register itself is in `reading`. Like
+-- `reading`, no foreign keys: the importer places every row on a meter of its company, and
+-- per-row key checks would cost more than the rest of an import together.
 CREATE TABLE handheld_read (
-    company_id  integer NOT NULL REFERENCES company(id),
-    meter_id    bigint NOT NULL REFERENCES meter(id),
+    company_id  integer NOT NULL,
+    meter_id    bigint NOT NULL,
     read_at     timestamptz NOT NULL,
     reader      text NOT NULL,
     value       bigint CHECK (value >= 0),             -- register in base units; NULL when skipped
-    skip_code   text REFERENCES handheld_skip_code(code),
+    skip_code   text CHECK (skip_code IN ('no_access', 'meter_damaged', 'meter_illegible', 'meter_missing',
+                                          'customer_refused', 'hazard', 'other')),
     photo_ref   text,
     note        text,
-    import_id   bigint NOT NULL REFERENCES handheld_import(id),
+    import_id   bigint NOT NULL,                       -- handheld_import.id
     line        integer NOT NULL,
     PRIMARY KEY (meter_id, read_at),
     CHECK ((value IS NULL) <> (skip_code IS NULL))
 );
-CREATE INDEX handheld_read_import_idx ON handheld_read (import_id);
 CREATE INDEX handheld_read_skip_idx ON handheld_read (company_id, read_at) WHERE skip_code IS NOT NULL;
 
 -- every refused row of an upload, with its line and why
