@@ -67,10 +67,12 @@ class SlaveInfo:
     access_number: int
     status: int
     signature: int = 0
+    fixed: bool = False  #: from a fixed data structure (EN 1434-3 medium codes)
 
     @property
     def medium_name(self) -> str:
-        return tables.MEDIA.get(self.medium, f"Reserved (0x{self.medium:02X})")
+        table = tables.FIXED_MEDIA if self.fixed else tables.MEDIA
+        return table.get(self.medium, f"Reserved (0x{self.medium:02X})")
 
     @property
     def secondary_address(self) -> str:
@@ -202,7 +204,7 @@ def _fixed(frame: Frame) -> Response:
     ident = data[0:4] if msb else data[0:4][::-1]
     access, status, u1, u2 = data[4], data[5], data[6], data[7]
     medium = (u1 >> 6) | ((u2 >> 6) << 2)
-    slave = SlaveInfo(ident.hex().upper(), "", 0, medium, access, status)
+    slave = SlaveInfo(ident.hex().upper(), "", 0, medium, access, status, fixed=True)
     binary = bool(status & 0x80)
     historic = 1 if status & 0x40 else 0
     records = []
