@@ -46,6 +46,7 @@ same storage number (a date means the end of that day) in ``tz``, and skipped wh
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import enum
 import struct
 from dataclasses import dataclass
@@ -56,7 +57,7 @@ from typing import Iterable, Sequence, Union
 from meterline.ingest.model import MeterStatus, Quantity, Reading, Source
 from meterline.protocols.mbus import tables
 from meterline.protocols.mbus.errors import (
-    NoRegisterError, ReservedCode, TooManyExtensions, TruncatedRecord, UnknownVIF,
+    NoRegisterError, RecordError, ReservedCode, TooManyExtensions, TruncatedRecord, UnknownVIF,
 )
 
 __all__ = [
@@ -164,6 +165,8 @@ def _float32_decimal(raw: bytes) -> Decimal | None:
 def _bcd(raw: bytes) -> int | None:
     """BCD, least significant byte first; 0xF in the top nibble means negative; other A–F: None."""
     text = raw[::-1].hex()
+    if not text:
+        return 0
     sign = 1
     if text[0] == "f":
         sign, text = -1, text[1:]
@@ -172,10 +175,15 @@ def _bcd(raw: bytes) -> int | None:
     return sign * int(text) if text else 0
 
 
+_CTX = decimal.Context(prec=200)  # exact for every value a record can carry (≤ 64-byte numbers)
+_NEG_POW10 = {e: Decimal(1).scaleb(e) for e in range(-40, 0)}
+
+
 def _scaled(n: int, exp: int) -> Decimal:
+    """n × 10**exp, exactly (never rounded by the caller's decimal context)."""
     if exp >= 0:
         return Decimal(n * 10 ** exp)
-    return Decimal(f"{n}e{exp}")
+    return _CTX.multiply(Decimal(n), _NEG_POW10[exp]) if exp >= -40 else Decimal(f"{n}e{exp}")
 
 
 def _year(y: int) -> int:
@@ -257,8 +265,15 @@ class _Vib:
     error: str | None
     is_date: bool
 
+    @property
+    def plain_number(self) -> bool:
+        """A number scaled by exponent and factor (the common case, decoded inline)."""
+        return self.info.kind == "number" and not self.is_date
 
-_PLAIN_CACHE: dict[int, _Vib] = {}
+
+#: interpreted VIBs by (VIF/VIFE bytes, strict): a meter sends the same few over and over
+_VIB_CACHE: dict[tuple[bytes, bool], tuple[_Vib, bool, int, int]] = {}
+_VIB_CACHE_MAX = 4096
 
 
 def _interpret(vif: int, vifes: Sequence[int], text: str | None, strict: bool, where: dict) -> _Vib:
@@ -336,13 +351,21 @@ def decode_records(data: bytes, *, strict: bool = False, msb_first: bool = False
     out: list[Record] = []
     pos = 0
     index = 0
-    cache: dict[bytes, _Vib] = {}
+    start = 0
+    int_codes = _INT_CODES
+    bcd_codes = _BCD_CODES
+    lengths = _LENGTH
+    cache = _VIB_CACHE
+
+    def fail(cls: type[RecordError], message: str) -> RecordError:
+        return cls(message, raw=data, offset=start, record=index)
+
     while pos < n:
         start = pos
         dif = data[pos]
         pos += 1
-        where = {"raw": data, "offset": start, "record": index}
-        if dif & 0x0F == 0x0F:
+        code = dif & 0x0F
+        if code == 0x0F:
             if dif == 0x2F:  # idle filler
                 continue
             if dif == 0x0F or dif == 0x1F:
@@ -351,76 +374,91 @@ def decode_records(data: bytes, *, strict: bool = False, msb_first: bool = False
                 out.append(Record(fn, 0, 0, 0, "", "", rest, data[start:pos], b"", rest, offset=start))
                 break
             if dif == 0x7F:
-                raise ReservedCode("DIF 0x7F is a global readout request (master to slave), not data", **where)
-            raise ReservedCode(f"reserved special-function DIF 0x{dif:02X}", **where)
+                raise fail(ReservedCode, "DIF 0x7F is a global readout request (master to slave), not data")
+            raise fail(ReservedCode, f"reserved special-function DIF 0x{dif:02X}")
         # DIF and DIFEs
         storage = (dif >> 6) & 1
         tariff = 0
         subunit = 0
-        ext = dif & 0x80
-        k = 0
-        while ext:
-            if pos >= n:
-                raise TruncatedRecord("premature end of data in the DIFE chain", **where)
-            if k >= MAX_EXTENSIONS:
-                raise TooManyExtensions(f"more than {MAX_EXTENSIONS} DIFEs", **where)
-            dife = data[pos]
-            pos += 1
-            storage |= (dife & 0x0F) << (1 + 4 * k)
-            tariff |= ((dife >> 4) & 0x03) << (2 * k)
-            subunit |= ((dife >> 6) & 0x01) << k
-            ext = dife & 0x80
-            k += 1
+        if dif & 0x80:
+            k = 0
+            ext = 0x80
+            while ext:
+                if pos >= n:
+                    raise fail(TruncatedRecord, "premature end of data in the DIFE chain")
+                if k >= MAX_EXTENSIONS:
+                    raise fail(TooManyExtensions, f"more than {MAX_EXTENSIONS} DIFEs")
+                dife = data[pos]
+                pos += 1
+                storage |= (dife & 0x0F) << (1 + 4 * k)
+                tariff |= ((dife >> 4) & 0x03) << (2 * k)
+                subunit |= ((dife >> 6) & 0x01) << k
+                ext = dife & 0x80
+                k += 1
         dib_end = pos
         # VIF, plain text, VIFEs
         if pos >= n:
-            raise TruncatedRecord("premature end of data: DIF without VIF", **where)
+            raise fail(TruncatedRecord, "premature end of data: DIF without VIF")
         vif = data[pos]
         pos += 1
         text = None
         if vif == 0x7C or vif == 0xFC:
             if pos >= n:
-                raise TruncatedRecord("premature end of data: plain-text VIF without its length", **where)
+                raise fail(TruncatedRecord, "premature end of data: plain-text VIF without its length")
             ln = data[pos]
             if pos + 1 + ln > n:
-                raise TruncatedRecord(f"plain-text VIF of {ln} characters runs past the end of the data", **where)
+                raise fail(TruncatedRecord, f"plain-text VIF of {ln} characters runs past the end of the data")
             text = data[pos + 1:pos + 1 + ln][::-1].decode("latin-1")
             pos += 1 + ln
-        vifes: list[int] = []
-        ext = vif & 0x80
-        while ext:
-            if pos >= n:
-                raise TruncatedRecord("premature end of data in the VIFE chain", **where)
-            if len(vifes) >= MAX_EXTENSIONS:
-                raise TooManyExtensions(f"more than {MAX_EXTENSIONS} VIFEs", **where)
-            b = data[pos]
-            pos += 1
-            vifes.append(b)
-            ext = b & 0x80
+        if vif & 0x80:
+            vife_start = pos
+            ext = 0x80
+            while ext:
+                if pos >= n:
+                    raise fail(TruncatedRecord, "premature end of data in the VIFE chain")
+                if pos - vife_start >= MAX_EXTENSIONS:
+                    raise fail(TooManyExtensions, f"more than {MAX_EXTENSIONS} VIFEs")
+                ext = data[pos] & 0x80
+                pos += 1
+            vifes = data[vife_start:pos]
+        else:
+            vifes = b""
         vib_bytes = data[dib_end:pos]
-        vib = None if text is not None else cache.get(vib_bytes)
-        if vib is None:
-            vib = _interpret(vif, vifes, text, strict, where)
+        hit = cache.get((vib_bytes, strict)) if text is None else None
+        if hit is None:
+            vib = _interpret(vif, vifes, text, strict, {"raw": data, "offset": start, "record": index})
+            hit = (vib, vib.plain_number, vib.info.exp + vib.exp_shift, vib.info.mult)
             if text is None:
-                cache[vib_bytes] = vib
+                if len(cache) >= _VIB_CACHE_MAX:
+                    cache.clear()
+                cache[(vib_bytes, strict)] = hit
+        vib, plain, exp, mult = hit
         # data
-        code = dif & 0x0F
-        length = _LENGTH[code]
+        length = lengths[code]
         lvar = None
         if length is None:  # variable length
             if pos >= n:
-                raise TruncatedRecord("premature end of data: variable-length record without LVAR", **where)
+                raise fail(TruncatedRecord, "premature end of data: variable-length record without LVAR")
             lvar = data[pos]
             pos += 1
             length = _lvar_length(lvar)
             if length is None:
-                raise ReservedCode(f"reserved LVAR 0x{lvar:02X}", **where)
+                raise fail(ReservedCode, f"reserved LVAR 0x{lvar:02X}")
         if pos + length > n:
-            raise TruncatedRecord(
-                f"premature end of data: {length} data byte(s) expected, {n - pos} left", **where)
+            raise fail(TruncatedRecord, f"premature end of data: {length} data byte(s) expected, {n - pos} left")
         raw = data[pos:pos + length]
         pos += length
-        value, error = _value(code, raw, lvar, vib, msb_first)
+        number = None
+        if plain and not msb_first:
+            if code in int_codes:
+                number = int.from_bytes(raw, "little", signed=True)
+            elif code in bcd_codes:
+                number = _bcd(raw)
+        if number is not None:
+            value: Value = _scaled(number * mult, exp)
+            error = None
+        else:
+            value, error = _value(code, raw, lvar, vib, msb_first)
         info = vib.info
         out.append(Record(
             _FUNCTIONS[(dif >> 4) & 0x03], storage, tariff, subunit, info.quantity, info.unit, value,

@@ -170,3 +170,8 @@ def test_any_bytes_as_frame(data: bytes) -> None:
         decode_response(data)
     except MBusError:
         pass
+
+
+def test_empty_variable_length_bcd_is_zero() -> None:
+    (rec,) = records("0D 13 C0")  # LVAR C0: a positive BCD number of 0 digits
+    assert rec.value == Decimal(0)
