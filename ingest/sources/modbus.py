@@ -43,7 +43,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from meterline.config.loader import build
-from meterline.errors import ConfigError, DecodeError
+from meterline.errors import ConfigError, DecodeError, MeterlineError
 from meterline.ingest.model import DeadLetter, Reading
 from meterline.ingest.schedule import next_tick
 from meterline.ingest.sources import register
@@ -60,7 +60,9 @@ EXCEPTION_CODES = {
 }
 
 
-class ModbusPollError(Exception):
+class ModbusPollError(MeterlineError):
+    """A device could not be read; ``reason`` is the dead-letter reason code."""
+
     def __init__(self, reason: str, message: str, raw: bytes | None = None) -> None:
         self.reason = reason
         self.raw = raw

@@ -563,7 +563,7 @@ def to_readings(
     if history:
         for rec in records:
             if rec.function is Function.INSTANTANEOUS and rec.subunit == subunit and rec.storage not in points \
-                    and (rec.quantity.startswith("Time point") or "date" in rec.quantity.lower()):
+                    and rec.quantity.startswith("Time point") and not rec.modifiers:
                 stamp = _stamp(rec.value, tz)
                 if stamp is not None:
                     points[rec.storage] = stamp

@@ -175,3 +175,11 @@ def test_any_bytes_as_frame(data: bytes) -> None:
 def test_empty_variable_length_bcd_is_zero() -> None:
     (rec,) = records("0D 13 C0")  # LVAR C0: a positive BCD number of 0 digits
     assert rec.value == Decimal(0)
+
+
+def test_history_ignores_dates_that_are_not_storage_time_points() -> None:
+    recs = records(
+        "44 13 F4 01 00 00"  # storage 1: 0.500 m³
+        " 42 FD 70 1F 3C"  # storage 1: date of battery change, not the storage's time point
+    )
+    assert [r.value for r in to_readings(recs + records("04 13 01 00 00 00"), ts=TS, history=True)] == [1]
