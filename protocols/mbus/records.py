@@ -41,6 +41,14 @@ ft³ and US gallons by their exact definitions), energy → Wh (kWh/MWh by expon
 3600), digits finer than the base unit truncated. Storage 0 is stamped ``ts``; with
 ``history=True`` stored values (storage n > 0) are stamped with the time point record of the
 same storage number (a date means the end of that day) in ``tz``, and skipped when there is none.
+The first register of each quantity and storage number wins. A telegram with no volume or
+energy register raises :class:`~meterline.protocols.mbus.errors.NoRegisterError` (reason
+``no_register``), so it becomes a dead letter rather than nothing. For example, the OMS records
+of a LoRaWAN uplink::
+
+    records = decode_records(payload)
+    readings = to_readings(records, ts=uplink_time, device=dev_eui, source=Source.LORAWAN,
+                           source_ref=f"fcnt:{fcnt}", status=int(meter_status(status_byte)))
 """
 
 from __future__ import annotations
