@@ -11,7 +11,8 @@ left empty, so the filled-in file can be imported as it is.
 removed, value within its register), commits the good rows in one transaction and records the
 bad ones with their line numbers:
 
-* a read becomes a ``reading`` (source ``handheld``, ``source_ref`` = ``handheld:<import>:<line>``)
+* a read becomes a ``reading`` (source ``handheld``, ``source_ref`` =
+  ``handheld:<import>:<line, 7 digits>``)
   and a ``handheld_read`` row (reader, photo, note, file, line); a skip (no access, meter
   damaged, ...) only a ``handheld_read`` row;
 * refused rows go to ``handheld_bad_row`` (line, field, message, the row's text);
@@ -39,10 +40,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Callable, Iterable
 
+import numpy as np
 import polars as pl
 import psycopg
 
 from meterline.errors import NotFound
+from meterline.ingest import columns
 from meterline.ingest.model import DeadLetter, Source
 from meterline.ingest.writer import write_readings
 from meterline.protocols.handheld.upload import ROUTE_INFO, ParsedUpload, RowError, UploadError, parse_upload
@@ -181,10 +184,17 @@ class ImportReport:
         return len({e.line for e in self.errors})
 
 
+_ANY_LIMIT = 20_000  #: beyond this many serials, reading the company's meters is cheaper than ANY(array)
+
+
 def _meters(conn: psycopg.Connection, company_id: int, serials: list[str]) -> pl.DataFrame:
-    cur = conn.execute(
-        """SELECT serial, id, display_unit, register_modulus, quantity, status FROM meter
-           WHERE company_id = %s AND serial = ANY(%s)""", [company_id, serials])
+    if len(serials) <= _ANY_LIMIT:
+        cur = conn.execute(
+            """SELECT serial, id, display_unit, register_modulus, quantity, status FROM meter
+               WHERE company_id = %s AND serial = ANY(%s)""", [company_id, serials])
+    else:
+        cur = conn.execute("""SELECT serial, id, display_unit, register_modulus, quantity, status FROM meter
+                              WHERE company_id = %s""", [company_id])
     rows = cur.fetchall()
     return pl.DataFrame(rows, schema={"meter": pl.String, "meter_id": pl.Int64, "unit": pl.String,
                                       "modulus": pl.Int64, "quantity": pl.Int16, "status": pl.String},
@@ -233,22 +243,77 @@ def check_rows(conn: psycopg.Connection, company: Company, parsed: ParsedUpload)
         pl.col("register"), pl.col("modulus")))
     df = df.filter(~over.fill_null(False))
     # the same meter and time twice in the file: identical rows are repeats, different ones conflict
-    df = df.sort("line")
+    repeats = 0
     key = ["meter_id", "ts"]
-    df = df.with_columns(
-        first_line=pl.col("line").first().over(key),
-        last_line=pl.col("line").last().over(key),
-        variants=pl.struct("value", "skip_code").n_unique().over(key),
-        repeat=pl.col("line").cum_count().over(key) > 1,
-    )
-    conflict = pl.col("variants") > 1
-    errors += _row_errors(df, conflict & (pl.col("line") != pl.col("first_line")), "read_at", pl.format(
-        "meter '{}' has a different read at the same time on line {}", pl.col("meter"), pl.col("first_line")))
-    errors += _row_errors(df, conflict & (pl.col("line") == pl.col("first_line")), "read_at", pl.format(
-        "meter '{}' has a different read at the same time on line {}", pl.col("meter"), pl.col("last_line")))
-    repeats = df.filter(~conflict & pl.col("repeat")).height
-    df = df.filter(~conflict & ~pl.col("repeat")).drop("first_line", "last_line", "variants", "repeat")
+    dup = df.select(pl.struct(key).is_duplicated()).to_series()
+    if dup.any():
+        d = df.filter(dup).sort("line").with_columns(
+            first_line=pl.col("line").first().over(key),
+            last_line=pl.col("line").last().over(key),
+            variants=pl.struct("value", "skip_code").n_unique().over(key),
+            repeat=pl.col("line").cum_count().over(key) > 1,
+        )
+        conflict = pl.col("variants") > 1
+        errors += _row_errors(d, conflict & (pl.col("line") != pl.col("first_line")), "read_at", pl.format(
+            "meter '{}' has a different read at the same time on line {}", pl.col("meter"), pl.col("first_line")))
+        errors += _row_errors(d, conflict & (pl.col("line") == pl.col("first_line")), "read_at", pl.format(
+            "meter '{}' has a different read at the same time on line {}", pl.col("meter"), pl.col("last_line")))
+        dropped = d.filter(conflict | pl.col("repeat"))
+        repeats = d.filter(~conflict & pl.col("repeat")).height
+        df = df.filter(~pl.col("line").is_in(dropped["line"].implode()))
     return df, errors, repeats
+
+
+_STAGE_COLUMNS = ["line", "meter_id", "ts", "value", "quantity", "reader", "skip_code", "photo", "note"]
+_READ_COLUMNS = ["company_id", "meter_id", "read_at", "reader", "value", "skip_code", "photo_ref", "note", "import_id",
+                 "line"]
+_READING_COPY = ("COPY reading (meter_id, ts, value, received_at, company_id, status, quantity, source, source_ref) "
+                 "FROM STDIN (FORMAT BINARY)")
+_REF_DIGITS = 7  #: source_ref = handheld:<import>:<line, zero-padded> (one width per import: vectorized)
+
+
+def _ts_text(col: str) -> pl.Expr:
+    return pl.col(col).cast(pl.Datetime("us", "UTC")).dt.strftime("%Y-%m-%d %H:%M:%S%.6f+00").alias(col)
+
+
+def _null_if_empty(col: str) -> pl.Expr:
+    return pl.when(pl.col(col) != "").then(pl.col(col)).alias(col)
+
+
+def _stage_frame(df: pl.DataFrame) -> pl.DataFrame:
+    return df.select("line", "meter_id", _ts_text("ts"), "value", "quantity", "reader",
+                     *(_null_if_empty(c) for c in ("skip_code", "photo", "note")))
+
+
+def _ref_digits(lines) -> int:
+    return max(_REF_DIGITS, len(str(int(lines.max())))) if len(lines) else _REF_DIGITS
+
+
+def _reading_copy_data(reads: pl.DataFrame, company_id: int, import_id: int, now: dt.datetime) -> bytes:
+    """Binary COPY data for ``reading``, built with numpy (no per-row Python)."""
+    n = reads.height
+    fixed = np.empty(n, dtype=columns._FIXED)
+    fixed["nf"] = 9
+    for name, size in (("meter", 8), ("ts", 8), ("value", 8), ("recv", 8), ("company", 4), ("status", 4),
+                       ("quantity", 2), ("source", 2)):
+        fixed[f"l_{name}"] = size
+    fixed["meter"] = reads["meter_id"].to_numpy()
+    fixed["ts"] = reads["ts"].to_numpy() - columns.PG_EPOCH_US
+    fixed["value"] = reads["value"].to_numpy()
+    fixed["recv"] = columns.to_us(now) - columns.PG_EPOCH_US
+    fixed["company"] = company_id
+    fixed["status"] = 0
+    fixed["quantity"] = reads["quantity"].to_numpy()
+    fixed["source"] = int(Source.HANDHELD)
+    prefix = f"handheld:{import_id}:".encode()
+    lines = reads["line"].to_numpy().astype(np.int64)
+    k = _ref_digits(lines)
+    width = len(prefix) + k
+    digits = (lines[:, None] // 10 ** np.arange(k - 1, -1, -1, dtype=np.int64)) % 10 + ord("0")
+    ref = np.hstack((np.tile(np.frombuffer(width.to_bytes(4, "big") + prefix, dtype=np.uint8), (n, 1)),
+                     digits.astype(np.uint8)))
+    rows = np.hstack((fixed.view(np.uint8).reshape(n, columns._FIXED.itemsize), ref))
+    return columns.COPY_HEADER + rows.tobytes() + columns.COPY_TRAILER
 
 
 _STAGE = """CREATE TEMP TABLE handheld_stage (
@@ -314,25 +379,50 @@ def import_upload(conn: psycopg.Connection, company: Company, data: bytes, *, na
                 report.readings_known = report.rows_read
                 return report
             report.import_id = row[0]
-            cur.execute(_STAGE)
-            stage = good.sort("meter_id", "ts").select(  # key order: index inserts in sequence
-                "line", "meter_id", pl.col("ts").cast(pl.Datetime("us", "UTC")).dt.strftime("%Y-%m-%d %H:%M:%S%.6f+00"),
-                "value", "quantity", "reader",
-                *(pl.when(pl.col(c) != "").then(pl.col(c)).alias(c) for c in ("skip_code", "photo", "note")))
-            _copy_frame(cur, "handheld_stage",
-                        ["line", "meter_id", "ts", "value", "quantity", "reader", "skip_code", "photo", "note"], stage)
-            cur.execute(
-                """INSERT INTO reading (meter_id, ts, value, received_at, company_id, status, quantity, source, source_ref)
-                   SELECT meter_id, ts, value, %s, %s, 0, quantity, %s, 'handheld:' || %s || ':' || line
-                   FROM handheld_stage WHERE value IS NOT NULL
-                   ON CONFLICT DO NOTHING""", [now, company.id, int(Source.HANDHELD), report.import_id])
-            report.readings_new = cur.rowcount
+            ordered = good.sort("meter_id", "ts")  # key order: index entries go in in sequence
+            reads = ordered.filter(pl.col("value").is_not_null())
+            staged = False
+
+            def stage() -> None:
+                nonlocal staged
+                if not staged:
+                    cur.execute(_STAGE)
+                    _copy_frame(cur, "handheld_stage", _STAGE_COLUMNS, _stage_frame(ordered))
+                    staged = True
+
+            # most uploads hold only new reads: a plain COPY (in a savepoint) is much cheaper than
+            # staging + INSERT ... ON CONFLICT; a key already stored sends it the staging way
+            try:
+                with conn.transaction():
+                    with cur.copy(_READING_COPY) as copy:
+                        copy.write(_reading_copy_data(reads, company.id, report.import_id, now))
+                report.readings_new = reads.height
+            except psycopg.errors.UniqueViolation:
+                stage()
+                cur.execute(
+                    """INSERT INTO reading (meter_id, ts, value, received_at, company_id, status, quantity, source,
+                                            source_ref)
+                       SELECT meter_id, ts, value, %s, %s, 0, quantity, %s,
+                              'handheld:' || %s || ':' || lpad(line::text, %s, '0')
+                       FROM handheld_stage WHERE value IS NOT NULL
+                       ON CONFLICT DO NOTHING""", [now, company.id, int(Source.HANDHELD), report.import_id,
+                                                   _ref_digits(reads["line"].to_numpy())])
+                report.readings_new = cur.rowcount
             report.readings_known = report.rows_read - report.readings_new
-            cur.execute(
-                """INSERT INTO handheld_read (company_id, meter_id, read_at, reader, value, skip_code, photo_ref,
-                                              note, import_id, line)
-                   SELECT %s, meter_id, ts, reader, value, skip_code, photo, note, %s, line FROM handheld_stage
-                   ON CONFLICT DO NOTHING""", [company.id, report.import_id])
+            details = ordered.select(
+                pl.lit(company.id, dtype=pl.Int32).alias("company_id"), "meter_id", _ts_text("ts"), "reader", "value",
+                *(_null_if_empty(c) for c in ("skip_code", "photo", "note")),
+                pl.lit(report.import_id, dtype=pl.Int64).alias("import_id"), "line")
+            try:
+                with conn.transaction():
+                    _copy_frame(cur, "handheld_read", _READ_COLUMNS, details)
+            except psycopg.errors.UniqueViolation:
+                stage()
+                cur.execute(
+                    """INSERT INTO handheld_read (company_id, meter_id, read_at, reader, value, skip_code, photo_ref,
+                                                  note, import_id, line)
+                       SELECT %s, meter_id, ts, reader, value, skip_code, photo, note, %s, line FROM handheld_stage
+                       ON CONFLICT DO NOTHING""", [company.id, report.import_id])
             if report.errors:
                 bad = pl.DataFrame({
                     "import_id": [report.import_id] * len(report.errors),

@@ -81,7 +81,7 @@ def test_import_commits_reads_and_skips_and_reimport_changes_nothing(conn, utili
     assert [(s, v, q) for s, _, v, q, _, _ in rows] == [("WM001", 1_295_456, int(Quantity.VOLUME)),
                                                         ("WM003", 5_123_400, int(Quantity.VOLUME))]
     assert rows[0][1] == dt.datetime(2026, 3, 2, 9, 12, tzinfo=SHANGHAI)
-    assert rows[0][5] == f"handheld:{report.import_id}:2"
+    assert rows[0][5] == f"handheld:{report.import_id}:0000002"
     details = conn.execute("SELECT m.serial, h.reader, h.value, h.skip_code, h.photo_ref, h.note, h.line "
                            "FROM handheld_read h JOIN meter m ON m.id = h.meter_id ORDER BY h.line").fetchall()
     assert details == [("WM001", "R07", 1_295_456, None, "IMG_0042.jpg", None, 2),
@@ -100,6 +100,12 @@ def test_same_reads_in_another_file_are_not_stored_twice(conn, utility) -> None:
     report = handheld.import_upload(conn, utility, other, name="b.csv", now=NOW)
     assert report.already_imported_at is None and report.readings_new == 0 and report.readings_known == 2
     assert _count(conn, "handheld_read") == 3 and _count(conn, "handheld_import") == 2
+    overlap = UPLOAD + "WM001,R08,2026-03-03 10:00,1296,,,\n"  # one read more than before
+    report = handheld.import_upload(conn, utility, overlap.encode(), name="c.csv", now=NOW)
+    assert (report.readings_new, report.readings_known) == (1, 2)
+    ref, reader = conn.execute("SELECT r.source_ref, h.reader FROM reading r JOIN handheld_read h "
+                               "ON h.meter_id = r.meter_id AND h.read_at = r.ts WHERE r.value = 1296000").fetchone()
+    assert (ref, reader) == (f"handheld:{report.import_id}:0000005", "R08")
 
 
 BAD = """meter,reader,read_at,register,skip_code
