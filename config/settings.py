@@ -168,12 +168,33 @@ class CompaniesSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class WMBusSettings:
+    """Wireless M-Bus: the AES-128 key of each meter that encrypts (security mode 5)."""
+
+    #: meter id (the 8 digits of the telegram's address) → key as 32 hex digits
+    keys: dict[str, str] = field(default_factory=dict)
+
+    def validate(self) -> list[str]:
+        problems = []
+        for meter, key in self.keys.items():
+            if len(meter) != 8 or not all(c in "0123456789abcdefABCDEF" for c in meter):
+                problems.append(f"keys: meter id {meter!r} is not the 8 digits of a wM-Bus address")
+            if len(key) != 32 or not all(c in "0123456789abcdefABCDEF" for c in key):
+                problems.append(f"keys.{meter}: an AES-128 key is 32 hex digits")
+        return problems
+
+    def key_bytes(self) -> dict[str, bytes]:
+        return {meter.upper(): bytes.fromhex(key) for meter, key in self.keys.items()}
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     utility: UtilitySettings = field(default_factory=UtilitySettings)
     writer: WriterSettings = field(default_factory=WriterSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     companies: CompaniesSettings = field(default_factory=CompaniesSettings)
+    wmbus: WMBusSettings = field(default_factory=WMBusSettings)
     #: the file these settings were read from, if any (not a TOML key)
     source: Path | None = field(default=None, init=False, compare=False)
 

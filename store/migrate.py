@@ -125,10 +125,10 @@ def backend(conn: psycopg.Connection) -> str | None:
 def try_timescaledb(conn: psycopg.Connection) -> bool:
     """True when ``CREATE EXTENSION timescaledb`` succeeds on this database."""
     preloaded = conn.execute(
-        "SELECT current_setting('shared_preload_libraries') LIKE '%timescaledb%'").fetchone()[0]
-    if not preloaded:
-        # an installed but not preloaded TimescaleDB ends the session with FATAL on CREATE EXTENSION
-        log.info("TimescaleDB not preloaded (shared_preload_libraries), using plain PostgreSQL partitioning")
+        "SELECT 'timescaledb' = ANY(string_to_array(replace(current_setting('shared_preload_libraries'), ' ', ''), ','))"
+    ).fetchone()[0]
+    if not preloaded:  # installed but not preloaded: CREATE EXTENSION would end the session (FATAL)
+        log.info("TimescaleDB is not in shared_preload_libraries, using plain PostgreSQL partitioning")
         return False
     try:
         with conn.transaction():
