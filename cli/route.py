@@ -65,7 +65,9 @@ def _import(ctx: Context, args: argparse.Namespace) -> int:
         def step(message: str) -> None:
             progress.update(task, description=f"{path.name}: {message}")
 
-        with ctx.db.connect(autocommit=True, company_id=company.id) as conn:
+        # an ingest path, like the reading writer: the service role COPYs (row-level security
+        # refuses COPY); the command's permission check and the company's meters scope it
+        with ctx.db.connect(autocommit=True, company_id=company.id, owner=True) as conn:
             try:
                 report = handheld.import_upload(conn, company, data, name=path.name, encoding=args.encoding,
                                                 progress=step)
@@ -113,4 +115,5 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
     return _export(ctx, args) if args.action == "export" else _import(ctx, args)
 
 
-COMMANDS = [Command("route", "handheld routes: export a meter book, import the readings", run, configure)]
+COMMANDS = [Command("route", "handheld routes: export a meter book, import the readings", run, configure,
+                   permission={"export": "routes.export", "import": "routes.import"})]
