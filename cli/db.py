@@ -22,7 +22,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def run(ctx: Context, args: argparse.Namespace) -> int:
     db = ctx.database(migrate="skip")
-    with db.connect(autocommit=True) as conn:
+    with db.connect(autocommit=True, owner=True) as conn:
         if args.action == "migrate":
             applied = ctx.migrate(conn)
             backend = migrations.backend(conn)
@@ -59,4 +59,4 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
     return 2
 
 
-COMMANDS = [Command("db", "database: migrate, status, maintain", run, configure)]
+COMMANDS = [Command("db", "database: migrate, status, maintain", run, configure, permission="db.manage", scope="group")]

@@ -35,6 +35,7 @@ from meterline.store import migrate as migrations
 from meterline.store import partitions
 from meterline.store.db import Database, open_database
 from meterline.store.dsn import with_dbname
+from meterline.store.personal import keyring_from_settings
 
 DEMO_DATABASE = "meterline_demo"
 DEMO_COMPANY = "demo"
@@ -76,8 +77,9 @@ def step_database(state: DemoState) -> None:
         finally:
             server.stop()
         state.db = open_database(demo_settings)
-    with state.db.connect(autocommit=True) as conn:
-        migrations.migrate(conn, allow_timescaledb=settings.database.timescaledb, day_timezone=settings.utility.timezone)
+    with state.db.connect(autocommit=True, owner=True) as conn:
+        migrations.migrate(conn, allow_timescaledb=settings.database.timescaledb, day_timezone=settings.utility.timezone,
+                           compress_readings=settings.database.compress_readings)
         partitions.ensure_window(conn, dt.date.today(), 3, settings.database.partitions_ahead_months)
         state.add("storage", "database", state.db.describe())
         state.add("storage", "backend", migrations.backend(conn))
@@ -98,7 +100,8 @@ def step_seed(state: DemoState) -> None:
     with progress_bar(state.ctx) as progress:
         report = seed(state.db, company_code=DEMO_COMPANY, company_name="演示水务有限公司",
                       timezone=state.ctx.settings.utility.timezone, meters=state.args.meters,
-                      days=state.args.days, progress=progress, writer_settings=state.ctx.settings.writer)
+                      days=state.args.days, progress=progress, writer_settings=state.ctx.settings.writer,
+                      keyring=keyring_from_settings(state.ctx.settings))
     state.company_id = report.company.id
     state.data["seed"] = report
     u = report.utility
@@ -115,7 +118,7 @@ def step_seed(state: DemoState) -> None:
 def step_redelivery(state: DemoState) -> None:
     """The same readings again, and some bad ones: idempotence and dead letters."""
     assert state.db is not None and state.company_id is not None
-    with state.db.connect(autocommit=True) as conn:
+    with state.db.connect(autocommit=True, owner=True) as conn:
         last = conn.execute(
             """SELECT meter_id, ts, value, quantity, source FROM reading
                WHERE ts >= (SELECT max(ts) FROM reading) - interval '1 day'""").fetchall()
@@ -139,7 +142,7 @@ def step_redelivery(state: DemoState) -> None:
 
 def step_maintain(state: DemoState) -> None:
     assert state.db is not None
-    with state.db.connect(autocommit=True) as conn:
+    with state.db.connect(autocommit=True, owner=True) as conn:
         report = maintenance.maintain(conn, refresh_days=max(1, state.args.days))
         total = conn.execute("SELECT count(*) FROM reading").fetchone()[0]
         dead = conn.execute("SELECT count(*) FROM dead_letter").fetchone()[0]
@@ -149,11 +152,28 @@ def step_maintain(state: DemoState) -> None:
     state.add("storage", "daily aggregate", daily)
 
 
+def step_group(state: DemoState) -> None:
+    """What the application role sees: one company, its audit trail, personal data encrypted."""
+    assert state.db is not None and state.company_id is not None
+    with state.db.connection(company_id=state.company_id) as conn:
+        role = conn.execute("SELECT current_user").fetchone()[0]
+        companies = conn.execute("SELECT count(DISTINCT company_id) FROM meter").fetchone()[0]
+        audited = conn.execute("SELECT count(*) FROM audit_log").fetchone()[0]
+        phones, encrypted = conn.execute(
+            "SELECT count(phone), count(phone) FILTER (WHERE phone LIKE 'ml1:%') FROM customer").fetchone()
+    with state.db.connection() as conn:
+        unscoped = conn.execute("SELECT count(*) FROM meter").fetchone()[0]
+    state.add("group operation", "application role", f"{role}: {companies} company visible, {unscoped} meters unscoped")
+    state.add("group operation", "audit rows", f"{audited:,}")
+    state.add("group operation", "phones stored encrypted", f"{encrypted:,} of {phones:,}")
+
+
 STEPS: list[Step] = [
     ("database", step_database),
     ("seed utility", step_seed),
     ("redelivery & bad input", step_redelivery),
     ("maintenance", step_maintain),
+    ("group operation", step_group),
 ]
 
 

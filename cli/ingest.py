@@ -76,4 +76,5 @@ def summary(service: IngestService, seconds: float) -> Table:
     return table
 
 
-COMMANDS = [Command("ingest", "ingest service: run the configured sources (MQTT, CoAP, ...)", run, configure)]
+COMMANDS = [Command("ingest", "ingest service: run the configured sources (MQTT, CoAP, ...)", run, configure,
+                    permission="ingest.run", scope="group")]

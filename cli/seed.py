@@ -14,6 +14,7 @@ from meterline.ingest.synthetic import history
 from meterline.ingest.writer import BatchingWriter, WriteResult
 from meterline.store.company import Company, ensure_company
 from meterline.store.db import Database
+from meterline.store.personal import KeyRing, keyring_from_settings
 from meterline.store.registry import load_rows
 from meterline.store.seed import SyntheticUtility, build_utility
 
@@ -40,16 +41,18 @@ def seed(
     end: dt.date | None = None,
     progress: Progress | None = None,
     writer_settings=None,
+    keyring: KeyRing | None = None,
+    company_prefix: str = "",
 ) -> SeedReport:
     """Create the company, its synthetic registry and ``days`` of history ending ``end``."""
     t0 = time.perf_counter()
     with db.connection() as conn:
         company = ensure_company(conn, company_code, company_name, timezone=timezone)
         conn.commit()
-    utility = build_utility(meters, seed=seed_value)
+    utility = build_utility(meters, seed=seed_value, company_prefix=company_prefix)
     task = progress.add_task("registry", total=1) if progress else None
     with db.connection(company_id=company.id) as conn:
-        load_rows(conn, company.id, utility.rows, source="seed")
+        load_rows(conn, company.id, utility.rows, source="seed", keyring=keyring)
         conn.commit()
         meter_ids = dict(conn.execute("SELECT serial, id FROM meter WHERE company_id = %s", [company.id]).fetchall())
     if progress is not None and task is not None:
@@ -96,6 +99,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--days", type=int, default=62, help="days of reading history ending today (default 62; 0 for none)")
     p.add_argument("--seed", type=int, default=42, help="random seed (the same seed builds the same utility)")
     p.add_argument("--name", default="演示水务有限公司", help="company name when the company is created")
+    p.add_argument("--prefix", default="", help="prefix of codes, serials and addresses (several companies side by side)")
 
 
 def run(ctx: Context, args: argparse.Namespace) -> int:
@@ -103,7 +107,8 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
     with progress_bar(ctx) as progress:
         report = seed(ctx.db, company_code=code, company_name=args.name, timezone=ctx.settings.utility.timezone,
                       meters=args.meters, days=args.days, seed_value=args.seed, progress=progress,
-                      writer_settings=ctx.settings.writer)
+                      writer_settings=ctx.settings.writer, keyring=keyring_from_settings(ctx.settings),
+                      company_prefix=args.prefix)
     r = report.readings
     rate = r.submitted / report.seconds_history if report.seconds_history > 0 else 0
     ctx.console.print(
@@ -113,4 +118,5 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = [Command("seed", "build a synthetic utility (registry + reading history)", run, configure)]
+COMMANDS = [Command("seed", "build a synthetic utility (registry + reading history)", run, configure,
+                   permission="seed.run", scope="group")]

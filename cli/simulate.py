@@ -58,7 +58,7 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
     if unknown:
         raise ConfigError([f"--protocols: unknown {', '.join(unknown)} (known: {', '.join(PROTOCOLS)})"])
     company = ctx.company
-    with ctx.db.connection() as conn:
+    with ctx.scoped() as conn:  # the company's meters (row-level security)
         meters = load_meters(conn, company.id, protocols, args.meters)
     plan = Plan(lorawan_server=args.lorawan_server, lorawan_codec=args.lorawan_codec, mqtt_prefix=args.mqtt_prefix,
                 coap_format=args.coap_format, batch=args.batch)
@@ -104,4 +104,5 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
 
 COMMANDS = [Command("simulate", "simulated meters push readings over MQTT, LoRaWAN uplinks and CoAP", run, configure,
                     description="The registry's meters (with a comm address and a pushing protocol) send readings "
-                                "to a running ingest service over the real protocols, optionally with faults.")]
+                                "to a running ingest service over the real protocols, optionally with faults.",
+                    permission="seed.run")]

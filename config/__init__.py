@@ -6,8 +6,10 @@
 
 from meterline.config.settings import (
     CONFIG_DIR,
+    CompaniesSettings,
     DatabaseSettings,
     IngestSettings,
+    SecuritySettings,
     Settings,
     UtilitySettings,
     WriterSettings,
@@ -17,8 +19,10 @@ from meterline.config.settings import (
 
 __all__ = [
     "CONFIG_DIR",
+    "CompaniesSettings",
     "DatabaseSettings",
     "IngestSettings",
+    "SecuritySettings",
     "Settings",
     "UtilitySettings",
     "WriterSettings",

@@ -15,11 +15,14 @@ needs settings of its own adds a section here.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from meterline.config.loader import apply_env_overrides, build
@@ -42,6 +45,9 @@ class DatabaseSettings:
     connect_timeout_s: float = 10.0
     #: try ``CREATE EXTENSION timescaledb`` on migrate; off forces the plain-PostgreSQL path
     timescaledb: bool = True
+    #: on TimescaleDB, compress readings after 60 days (TimescaleDB then cannot row-secure
+    #: `reading`; see store/timescale.py); false keeps readings row-secured and uncompressed
+    compress_readings: bool = True
     #: months of reading partitions ``db maintain`` keeps created ahead of today (plain path)
     partitions_ahead_months: int = 3
     #: months of partitions created behind today on first migrate (for history loads)
@@ -116,6 +122,72 @@ class WriterSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SecuritySettings:
+    """Company isolation, staff roles and personal data (``store.access``, ``store.personal``)."""
+
+    #: database role application connections switch to (SET ROLE; row-level security applies
+    #: to it); "" keeps the DSN's login role (then nothing is isolated: only for maintenance)
+    app_role: str = "meterline_app"
+    #: TOML file of roles that adds to / overrides ``config/roles.toml``
+    roles_file: Path | None = None
+    #: personal-data keys: key id -> base64 of 64 random bytes (AES-256-SIV); several keys
+    #: while rotating, old ones kept until `meterline personal reencrypt` has run
+    data_keys: dict[str, str] = field(default_factory=dict)
+    #: key id new values are encrypted with (default: the last key listed)
+    current_key: str = ""
+    #: with no data_keys: file holding a key generated on first use (default: the user's data
+    #: directory / meterline / data-keys.toml); fine for the embedded default, not for production
+    key_file: Path | None = None
+    #: personal data in exports for outside parties (printers, banks, regulators)
+    outside_personal_data: Literal["none", "masked", "full"] = "none"
+
+    def validate(self) -> list[str]:
+        problems = []
+        if self.app_role and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", self.app_role):
+            problems.append(f"app_role {self.app_role!r} is not a plain lower-case role name")
+        for kid, text in self.data_keys.items():
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", kid):
+                problems.append(f"data_keys: key id {kid!r} must be 1-32 letters, digits, _ or -")
+            try:
+                if len(base64.b64decode(text, validate=True)) != 64:
+                    problems.append(f"data_keys.{kid}: must be base64 of 64 bytes")
+            except (binascii.Error, ValueError):
+                problems.append(f"data_keys.{kid}: not base64")
+        if self.current_key and self.current_key not in self.data_keys:
+            problems.append(f"current_key {self.current_key!r} is not one of data_keys")
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
+class CompaniesSettings:
+    """Per-company configuration (``config.companies``): ``<dir>/<company code>/...``."""
+
+    #: directory with one folder per company code whose files override the defaults in
+    #: ``config/`` (default: ``config/companies`` beside the package)
+    dir: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WMBusSettings:
+    """Wireless M-Bus: the AES-128 key of each meter that encrypts (security mode 5)."""
+
+    #: meter id (the 8 digits of the telegram's address) → key as 32 hex digits
+    keys: dict[str, str] = field(default_factory=dict)
+
+    def validate(self) -> list[str]:
+        problems = []
+        for meter, key in self.keys.items():
+            if len(meter) != 8 or not all(c in "0123456789abcdefABCDEF" for c in meter):
+                problems.append(f"keys: meter id {meter!r} is not the 8 digits of a wM-Bus address")
+            if len(key) != 32 or not all(c in "0123456789abcdefABCDEF" for c in key):
+                problems.append(f"keys.{meter}: an AES-128 key is 32 hex digits")
+        return problems
+
+    def key_bytes(self) -> dict[str, bytes]:
+        return {meter.upper(): bytes.fromhex(key) for meter, key in self.keys.items()}
+
+
+@dataclass(frozen=True, slots=True)
 class IngestSettings:
     """The ingest service (``meterline ingest run``) and the sources it starts.
 
@@ -150,6 +222,9 @@ class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     utility: UtilitySettings = field(default_factory=UtilitySettings)
     writer: WriterSettings = field(default_factory=WriterSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+    companies: CompaniesSettings = field(default_factory=CompaniesSettings)
+    wmbus: WMBusSettings = field(default_factory=WMBusSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     #: the file these settings were read from, if any (not a TOML key)
     source: Path | None = field(default=None, init=False, compare=False)

@@ -7,11 +7,19 @@
 Connections come from ``db.connection(company_id=...)``: the company is set as the session
 setting ``meterline.company_id`` that row-level security keys on, and the pool resets it when
 the connection is returned.
+
+With ``role`` set (``open_database`` passes ``security.app_role``, default ``meterline_app``)
+every connection switches to that role with ``SET ROLE`` right after connecting, so row-level
+security applies to everything it runs (``RESET ALL`` keeps the role). ``connect(owner=True)``
+keeps the DSN's login role: migrations, maintenance and the ingest writer use it.
+``session_settings`` are set on every connection handed out (the CLI puts the caller's
+identity there for the audit trail).
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -49,9 +57,13 @@ class Database:
         max_size: int = 8,
         timeout_s: float = 10.0,
         embedded: EmbeddedServer | None = None,
+        role: str | None = None,
     ) -> None:
         self.dsn = dsn
         self.embedded = embedded
+        self.role = role or None
+        #: session settings applied to every connection handed out (e.g. meterline.actor)
+        self.session_settings: dict[str, str] = {}
         self._timeout_s = timeout_s
         self.pool = ConnectionPool(
             dsn,
@@ -63,6 +75,12 @@ class Database:
             reset=_reset,
             name="meterline",
         )
+        # pooled connections already switched to ``role`` (RESET ALL keeps the role)
+        self._in_role: weakref.WeakSet[psycopg.Connection] = weakref.WeakSet()
+
+    def _session(self, conn: psycopg.Connection) -> None:
+        for name, value in self.session_settings.items():
+            conn.execute("SELECT set_config(%s, %s, false)", [name, value])
 
     # -- lifecycle ---------------------------------------------------------------------
     def open(self) -> "Database":
@@ -89,12 +107,23 @@ class Database:
     def connection(self, company_id: int | None = None) -> Iterator[psycopg.Connection]:
         """A pooled connection, scoped to ``company_id`` when given. Commit is yours."""
         with self.pool.connection() as conn:
+            if self.role and conn not in self._in_role:
+                set_role(conn, self.role)
+                self._in_role.add(conn)
+            if self.session_settings:
+                self._session(conn)
             if company_id is not None:
                 set_company(conn, company_id)
+            if not conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+                conn.commit()  # a rollback of the caller's work must not undo role and scope
             yield conn
 
-    def connect(self, *, autocommit: bool = False, company_id: int | None = None) -> psycopg.Connection:
-        """A dedicated (unpooled) connection for long work: the writer, LISTEN, big COPYs."""
+    def connect(self, *, autocommit: bool = False, company_id: int | None = None, owner: bool = False) -> psycopg.Connection:
+        """A dedicated (unpooled) connection for long work: the writer, LISTEN, big COPYs.
+
+        ``owner=True`` keeps the login role of the DSN (no ``SET ROLE``): for migrations,
+        maintenance and cross-company services such as the reading writer.
+        """
         try:
             conn = psycopg.connect(
                 self.dsn,
@@ -104,10 +133,14 @@ class Database:
             )
         except psycopg.OperationalError as exc:
             raise StoreError(f"cannot connect to {dsnlib.describe(self.dsn)}: {exc}") from exc
+        if self.role and not owner:
+            set_role(conn, self.role)
+        if self.session_settings:
+            self._session(conn)
         if company_id is not None:
             set_company(conn, company_id)
-            if not autocommit:
-                conn.commit()
+        if not autocommit:
+            conn.commit()
         return conn
 
     def describe(self) -> str:
@@ -118,6 +151,16 @@ class Database:
 def set_company(conn: psycopg.Connection, company_id: int) -> None:
     """Scope the session to one company (the setting row-level security policies read)."""
     conn.execute("SELECT set_config('meterline.company_id', %s, false)", [str(int(company_id))])
+
+
+def set_role(conn: psycopg.Connection, role: str) -> None:
+    """Switch the session to ``role`` (row-level security then applies to it)."""
+    try:
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+    except psycopg.errors.InvalidParameterValue as exc:
+        raise StoreError(f"database role {role!r} does not exist: run `meterline db migrate` (migration 0100 creates it)") from exc
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise StoreError(f"the login role may not switch to {role!r}: GRANT {role} TO <login role>") from exc
 
 
 def ensure_database(maintenance_dsn: str, name: str) -> None:
@@ -131,8 +174,15 @@ def ensure_database(maintenance_dsn: str, name: str) -> None:
                 pass  # created concurrently by another process
 
 
-def open_database(settings: Settings, *, min_size: int | None = None, max_size: int | None = None) -> Database:
-    """Open (and, for the embedded default, start and create) the configured database."""
+_SETTING: object = object()
+
+
+def open_database(settings: Settings, *, min_size: int | None = None, max_size: int | None = None,
+                  role: object = _SETTING) -> Database:
+    """Open (and, for the embedded default, start and create) the configured database.
+
+    Connections run as ``security.app_role`` unless ``role`` says otherwise (None: the login role).
+    """
     dbs = settings.database
     embedded = None
     dsn = dbs.dsn
@@ -152,6 +202,7 @@ def open_database(settings: Settings, *, min_size: int | None = None, max_size: 
         max_size=dbs.pool_max_size if max_size is None else max_size,
         timeout_s=dbs.connect_timeout_s,
         embedded=embedded,
+        role=settings.security.app_role if role is _SETTING else role,
     )
     try:
         return db.open()

@@ -124,6 +124,12 @@ def backend(conn: psycopg.Connection) -> str | None:
 
 def try_timescaledb(conn: psycopg.Connection) -> bool:
     """True when ``CREATE EXTENSION timescaledb`` succeeds on this database."""
+    preloaded = conn.execute(
+        "SELECT 'timescaledb' = ANY(string_to_array(replace(current_setting('shared_preload_libraries'), ' ', ''), ','))"
+    ).fetchone()[0]
+    if not preloaded:  # installed but not preloaded: CREATE EXTENSION would end the session (FATAL)
+        log.info("TimescaleDB is not in shared_preload_libraries, using plain PostgreSQL partitioning")
+        return False
     try:
         with conn.transaction():
             conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
@@ -152,6 +158,7 @@ def migrate(
     conn: psycopg.Connection,
     *,
     allow_timescaledb: bool = True,
+    compress_readings: bool = True,
     day_timezone: str = "Asia/Shanghai",
     directory: Path = MIGRATIONS_DIR,
 ) -> list[Migration]:
@@ -201,9 +208,29 @@ def migrate(
             except psycopg.Error as exc:
                 raise MigrationError(f"migration {mig.path.name} failed: {exc}", version) from exc
             ran_now.append(mig)
+        if chosen == "timescaledb":
+            from meterline.store import timescale
+
+            timescale.configure_compression(conn, compress_readings)
+        apply_security(conn)
         return ran_now
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", [_LOCK_KEY])
+
+
+def apply_security(conn: psycopg.Connection) -> int:
+    """Row-level security, policies and grants on every table that lacks them (0100_access.sql).
+
+    Runs after every migrate, so tables added by later migrations are covered automatically.
+    Returns the number of tables changed (0 before migration 0100 exists).
+    """
+    if not conn.execute("SELECT to_regprocedure('meterline_apply_rls(text)') IS NOT NULL").fetchone()[0]:
+        return 0
+    try:
+        with conn.transaction():
+            return int(conn.execute("SELECT meterline_apply_rls()").fetchone()[0])
+    except psycopg.Error as exc:
+        raise MigrationError(f"applying row-level security failed: {exc}") from exc
 
 
 def _record(conn: psycopg.Connection, mig: Migration, started: float, chosen: str, tz: str) -> None:

@@ -36,6 +36,12 @@ Import is all or nothing: every row is checked, every problem is reported with i
 number, and if there is any, nothing is written. Rows update existing records with the same
 codes (re-importing a file changes nothing). Export writes the same columns, sorted by book,
 route order, account and meter, so export → import → export gives the same bytes.
+
+Personal data (``id_number``, ``phone``) is encrypted on import (:mod:`meterline.store.personal`;
+the key ring defaults to the configured one) and exported as the reader may see it:
+``disclosure=Disclosure.FULL`` for holders of ``personal.read`` (the round trip above),
+``MASKED`` (the default) otherwise, ``NONE`` for outside parties. A masked value cannot be
+imported back (it would overwrite the real one).
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from typing import Any, Iterator, Sequence
 import psycopg
 
 from meterline.errors import ImportFileError, ImportRowError
+from meterline.store.personal import PERSONAL_FIELDS, Disclosure, KeyRing, default_keyring, is_masked, mask
 
 REGISTRY_COLUMNS = (
     "customer_code", "customer_name", "customer_kind", "id_number", "phone", "invoice_title", "tax_id",
@@ -163,6 +170,9 @@ def parse_row(raw: dict[str, str], line: int) -> tuple[RegistryRow | None, list[
                 errors.append(ImportRowError(line, f"{text!r} is not one of {', '.join(_ENUMS[name])}", name))
                 continue
             values[name] = text
+        elif name in PERSONAL_FIELDS and is_masked(text):
+            errors.append(ImportRowError(line, f"{mask(text)} is masked; import a file exported with personal "
+                                               "data (permission personal.read) or leave the cell blank", name))
         else:
             if name.endswith("_code") or name in ("meter_serial", "parent_serial", "comm_address"):
                 if not _CODE.match(text):
@@ -267,9 +277,12 @@ def check_consistency(rows: Sequence[RegistryRow]) -> list[ImportRowError]:
                 continue
             for attr in attrs:
                 if getattr(prev, attr) != getattr(row, attr):
+                    here, there = getattr(row, attr), getattr(prev, attr)
+                    if attr in PERSONAL_FIELDS:
+                        here, there = mask(here), mask(there)
                     errors.append(ImportRowError(
-                        row.line, f"{label} {code} has {attr}={getattr(row, attr)!r} here but "
-                                  f"{getattr(prev, attr)!r} on line {prev.line}", attr))
+                        row.line, f"{label} {code} has {attr}={here!r} here but "
+                                  f"{there!r} on line {prev.line}", attr))
     seen: dict[str, int] = {}
     addresses: dict[str, int] = {}
     for row in rows:
@@ -305,113 +318,133 @@ class ImportSummary:
     districts: int
 
 
-def load_rows(conn: psycopg.Connection, company_id: int, rows: Sequence[RegistryRow], *, source: str = "<rows>") -> ImportSummary:
+def load_rows(conn: psycopg.Connection, company_id: int, rows: Sequence[RegistryRow], *, source: str = "<rows>",
+              keyring: KeyRing | None = None) -> ImportSummary:
     """Upsert the rows into the company's registry in one transaction (all or nothing)."""
     problems = check_consistency(rows)
     if problems:
         raise ImportFileError(source, problems)
-    with conn.transaction():
-        conn.execute(_STAGE_DDL)
-        cols = ("line",) + REGISTRY_COLUMNS
-        with conn.cursor().copy(f"COPY registry_stage ({', '.join(cols)}) FROM STDIN") as copy:
-            for r in rows:
-                copy.write_row(tuple(getattr(r, c) for c in cols))
-        conn.execute("ANALYZE registry_stage")
-        _check_against_database(conn, company_id, source)
-        p = {"c": company_id}
-        conn.execute(
-            """INSERT INTO district (company_id, code, name)
-               SELECT DISTINCT ON (district_code) %(c)s, district_code, district_name
-               FROM registry_stage WHERE district_code IS NOT NULL ORDER BY district_code, line
-               ON CONFLICT (company_id, code) DO UPDATE SET name = EXCLUDED.name
-               WHERE district.name IS DISTINCT FROM EXCLUDED.name""", p)
-        conn.execute(
-            """INSERT INTO use_type (company_id, code, name)
-               SELECT DISTINCT %(c)s, use_type, use_type FROM registry_stage WHERE use_type IS NOT NULL
-               ON CONFLICT DO NOTHING""", p)
-        conn.execute(
-            """INSERT INTO meter_book (company_id, code, name, district_id, reader, supervisor, cycle)
-               SELECT DISTINCT ON (s.book_code) %(c)s, s.book_code, coalesce(s.book_name, s.book_code), d.id,
-                      s.reader, s.supervisor, s.cycle
-               FROM registry_stage s LEFT JOIN district d ON d.company_id = %(c)s AND d.code = s.district_code
-               WHERE s.book_code IS NOT NULL ORDER BY s.book_code, s.line
-               ON CONFLICT (company_id, code) DO UPDATE SET name = EXCLUDED.name, reader = EXCLUDED.reader,
-                   supervisor = EXCLUDED.supervisor, cycle = EXCLUDED.cycle,
-                   district_id = coalesce(EXCLUDED.district_id, meter_book.district_id)
-               WHERE (meter_book.name, meter_book.reader, meter_book.supervisor, meter_book.cycle)
-                     IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.reader, EXCLUDED.supervisor, EXCLUDED.cycle)""", p)
-        conn.execute(
-            """INSERT INTO customer (company_id, code, name, kind, id_number, phone, invoice_title, tax_id)
-               SELECT DISTINCT ON (customer_code) %(c)s, customer_code, customer_name, customer_kind,
-                      id_number, phone, invoice_title, tax_id
-               FROM registry_stage WHERE customer_code IS NOT NULL ORDER BY customer_code, line
-               ON CONFLICT (company_id, code) DO UPDATE SET name = EXCLUDED.name, kind = EXCLUDED.kind,
-                   id_number = EXCLUDED.id_number, phone = EXCLUDED.phone,
-                   invoice_title = EXCLUDED.invoice_title, tax_id = EXCLUDED.tax_id
-               WHERE (customer.name, customer.kind, customer.id_number, customer.phone, customer.invoice_title, customer.tax_id)
-                     IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.kind, EXCLUDED.id_number, EXCLUDED.phone,
-                                       EXCLUDED.invoice_title, EXCLUDED.tax_id)""", p)
-        conn.execute(
-            """INSERT INTO account (company_id, code, customer_id, address, district_id, use_type, tariff_id,
-                                    household_size, dwellings, floor_area_m2, book_id, route_order, status, opened_on)
-               SELECT DISTINCT ON (s.account_code) %(c)s, s.account_code, cu.id, s.address, d.id, s.use_type, s.tariff_id,
-                      s.household_size, s.dwellings, s.floor_area_m2, b.id, s.route_order, s.account_status,
-                      coalesce(s.opened_on, CURRENT_DATE)
-               FROM registry_stage s
-               JOIN customer cu ON cu.company_id = %(c)s AND cu.code = s.customer_code
-               LEFT JOIN district d ON d.company_id = %(c)s AND d.code = s.district_code
-               LEFT JOIN meter_book b ON b.company_id = %(c)s AND b.code = s.book_code
-               WHERE s.account_code IS NOT NULL ORDER BY s.account_code, s.line
-               ON CONFLICT (company_id, code) DO UPDATE SET customer_id = EXCLUDED.customer_id,
-                   address = EXCLUDED.address, district_id = EXCLUDED.district_id, use_type = EXCLUDED.use_type,
-                   tariff_id = EXCLUDED.tariff_id, household_size = EXCLUDED.household_size,
-                   dwellings = EXCLUDED.dwellings, floor_area_m2 = EXCLUDED.floor_area_m2,
-                   book_id = EXCLUDED.book_id, route_order = EXCLUDED.route_order, status = EXCLUDED.status,
-                   opened_on = EXCLUDED.opened_on
-               WHERE (account.customer_id, account.address, account.district_id, account.use_type, account.tariff_id,
-                      account.household_size, account.dwellings, account.floor_area_m2, account.book_id,
-                      account.route_order, account.status, account.opened_on)
-                     IS DISTINCT FROM (EXCLUDED.customer_id, EXCLUDED.address, EXCLUDED.district_id, EXCLUDED.use_type,
-                      EXCLUDED.tariff_id, EXCLUDED.household_size, EXCLUDED.dwellings, EXCLUDED.floor_area_m2,
-                      EXCLUDED.book_id, EXCLUDED.route_order, EXCLUDED.status, EXCLUDED.opened_on)""", p)
-        conn.execute(
-            """INSERT INTO meter (company_id, serial, comm_address, account_id, model, protocol, medium, size,
-                                  multiplier, register_digits, display_unit, apportion_policy, installed_on)
-               SELECT %(c)s, s.meter_serial, coalesce(s.comm_address, s.meter_serial), a.id, s.model, s.protocol,
-                      s.medium, s.size, s.multiplier, s.register_digits, s.display_unit, s.apportion_policy, s.installed_on
-               FROM registry_stage s
-               LEFT JOIN account a ON a.company_id = %(c)s AND a.code = s.account_code
-               WHERE s.meter_serial IS NOT NULL
-               ON CONFLICT (company_id, serial) DO UPDATE SET comm_address = EXCLUDED.comm_address,
-                   account_id = EXCLUDED.account_id, model = EXCLUDED.model, protocol = EXCLUDED.protocol,
-                   medium = EXCLUDED.medium, size = EXCLUDED.size, multiplier = EXCLUDED.multiplier,
-                   register_digits = EXCLUDED.register_digits, display_unit = EXCLUDED.display_unit,
-                   apportion_policy = EXCLUDED.apportion_policy, installed_on = EXCLUDED.installed_on
-               WHERE (meter.comm_address, meter.account_id, meter.model, meter.protocol, meter.medium, meter.size,
-                      meter.multiplier, meter.register_digits, meter.display_unit, meter.apportion_policy,
-                      meter.installed_on)
-                     IS DISTINCT FROM (EXCLUDED.comm_address, EXCLUDED.account_id, EXCLUDED.model, EXCLUDED.protocol,
-                      EXCLUDED.medium, EXCLUDED.size, EXCLUDED.multiplier, EXCLUDED.register_digits,
-                      EXCLUDED.display_unit, EXCLUDED.apportion_policy, EXCLUDED.installed_on)""", p)
-        conn.execute(
-            """UPDATE meter m SET parent_meter_id = p.id
-               FROM registry_stage s LEFT JOIN meter p ON p.company_id = %(c)s AND p.serial = s.parent_serial
-               WHERE m.company_id = %(c)s AND m.serial = s.meter_serial
-                 AND m.parent_meter_id IS DISTINCT FROM p.id""", p)
-        conn.execute(
-            """INSERT INTO meter_installation (company_id, meter_id, device_serial, model, installed_at, initial_register, reason)
-               SELECT %(c)s, m.id, m.serial, m.model,
-                      coalesce(s.installed_on, CURRENT_DATE)::timestamp AT TIME ZONE co.timezone,
-                      s.initial_register, 'new'
-               FROM registry_stage s
-               JOIN meter m ON m.company_id = %(c)s AND m.serial = s.meter_serial
-               JOIN company co ON co.id = %(c)s
-               WHERE NOT EXISTS (SELECT 1 FROM meter_installation i WHERE i.meter_id = m.id)""", p)
-        _check_trees(conn, company_id, source)
-        counts = conn.execute(
-            """SELECT count(DISTINCT customer_code), count(DISTINCT account_code), count(DISTINCT meter_serial),
-                      count(DISTINCT book_code), count(DISTINCT district_code) FROM registry_stage""").fetchone()
+    if any(getattr(r, f) for r in rows for f in PERSONAL_FIELDS):
+        keyring = keyring or default_keyring()
+    cols = ("line",) + REGISTRY_COLUMNS
+    personal = {cols.index(f): f for f in PERSONAL_FIELDS}
+    try:
+        with conn.transaction():
+            _load_rows(conn, company_id, rows, source, cols, personal, keyring)
+            counts = conn.execute(
+                """SELECT count(DISTINCT customer_code), count(DISTINCT account_code), count(DISTINCT meter_serial),
+                          count(DISTINCT book_code), count(DISTINCT district_code) FROM registry_stage""").fetchone()
+    except psycopg.errors.UniqueViolation as exc:
+        # the meter address index spans the companies, whose meters this session cannot see
+        if exc.diag.constraint_name == "meter_comm_address_key":
+            raise ImportFileError(source, [ImportRowError(0, "a meter address in this file already belongs to a "
+                                                             "meter of another company", "comm_address")]) from exc
+        raise
     return ImportSummary(len(rows), *counts)
+
+
+def _load_rows(conn: psycopg.Connection, company_id: int, rows: Sequence[RegistryRow], source: str,
+               cols: tuple[str, ...], personal: dict[int, str], keyring: KeyRing | None) -> None:
+    conn.execute(_STAGE_DDL)
+    with conn.cursor().copy(f"COPY registry_stage ({', '.join(cols)}) FROM STDIN") as copy:
+        for r in rows:
+            values = [getattr(r, c) for c in cols]
+            if keyring is not None:
+                for i, field in personal.items():
+                    values[i] = keyring.protect(values[i], company_id=company_id, field=field)
+            copy.write_row(values)
+    conn.execute("ANALYZE registry_stage")
+    _check_against_database(conn, company_id, source)
+    p = {"c": company_id}
+    conn.execute(
+        """INSERT INTO district (company_id, code, name)
+           SELECT DISTINCT ON (district_code) %(c)s, district_code, district_name
+           FROM registry_stage WHERE district_code IS NOT NULL ORDER BY district_code, line
+           ON CONFLICT (company_id, code) DO UPDATE SET name = EXCLUDED.name
+           WHERE district.name IS DISTINCT FROM EXCLUDED.name""", p)
+    conn.execute(
+        """INSERT INTO use_type (company_id, code, name)
+           SELECT DISTINCT %(c)s, use_type, use_type FROM registry_stage WHERE use_type IS NOT NULL
+           ON CONFLICT DO NOTHING""", p)
+    conn.execute(
+        """INSERT INTO meter_book (company_id, code, name, district_id, reader, supervisor, cycle)
+           SELECT DISTINCT ON (s.book_code) %(c)s, s.book_code, coalesce(s.book_name, s.book_code), d.id,
+                  s.reader, s.supervisor, s.cycle
+           FROM registry_stage s LEFT JOIN district d ON d.company_id = %(c)s AND d.code = s.district_code
+           WHERE s.book_code IS NOT NULL ORDER BY s.book_code, s.line
+           ON CONFLICT (company_id, code) DO UPDATE SET name = EXCLUDED.name, reader = EXCLUDED.reader,
+               supervisor = EXCLUDED.supervisor, cycle = EXCLUDED.cycle,
+               district_id = coalesce(EXCLUDED.district_id, meter_book.district_id)
+           WHERE (meter_book.name, meter_book.reader, meter_book.supervisor, meter_book.cycle)
+                 IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.reader, EXCLUDED.supervisor, EXCLUDED.cycle)""", p)
+    conn.execute(
+        """INSERT INTO customer (company_id, code, name, kind, id_number, phone, invoice_title, tax_id)
+           SELECT DISTINCT ON (customer_code) %(c)s, customer_code, customer_name, customer_kind,
+                  id_number, phone, invoice_title, tax_id
+           FROM registry_stage WHERE customer_code IS NOT NULL ORDER BY customer_code, line
+           ON CONFLICT (company_id, code) DO UPDATE SET name = EXCLUDED.name, kind = EXCLUDED.kind,
+               id_number = EXCLUDED.id_number, phone = EXCLUDED.phone,
+               invoice_title = EXCLUDED.invoice_title, tax_id = EXCLUDED.tax_id
+           WHERE (customer.name, customer.kind, customer.id_number, customer.phone, customer.invoice_title, customer.tax_id)
+                 IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.kind, EXCLUDED.id_number, EXCLUDED.phone,
+                                   EXCLUDED.invoice_title, EXCLUDED.tax_id)""", p)
+    conn.execute(
+        """INSERT INTO account (company_id, code, customer_id, address, district_id, use_type, tariff_id,
+                                household_size, dwellings, floor_area_m2, book_id, route_order, status, opened_on)
+           SELECT DISTINCT ON (s.account_code) %(c)s, s.account_code, cu.id, s.address, d.id, s.use_type, s.tariff_id,
+                  s.household_size, s.dwellings, s.floor_area_m2, b.id, s.route_order, s.account_status,
+                  coalesce(s.opened_on, CURRENT_DATE)
+           FROM registry_stage s
+           JOIN customer cu ON cu.company_id = %(c)s AND cu.code = s.customer_code
+           LEFT JOIN district d ON d.company_id = %(c)s AND d.code = s.district_code
+           LEFT JOIN meter_book b ON b.company_id = %(c)s AND b.code = s.book_code
+           WHERE s.account_code IS NOT NULL ORDER BY s.account_code, s.line
+           ON CONFLICT (company_id, code) DO UPDATE SET customer_id = EXCLUDED.customer_id,
+               address = EXCLUDED.address, district_id = EXCLUDED.district_id, use_type = EXCLUDED.use_type,
+               tariff_id = EXCLUDED.tariff_id, household_size = EXCLUDED.household_size,
+               dwellings = EXCLUDED.dwellings, floor_area_m2 = EXCLUDED.floor_area_m2,
+               book_id = EXCLUDED.book_id, route_order = EXCLUDED.route_order, status = EXCLUDED.status,
+               opened_on = EXCLUDED.opened_on
+           WHERE (account.customer_id, account.address, account.district_id, account.use_type, account.tariff_id,
+                  account.household_size, account.dwellings, account.floor_area_m2, account.book_id,
+                  account.route_order, account.status, account.opened_on)
+                 IS DISTINCT FROM (EXCLUDED.customer_id, EXCLUDED.address, EXCLUDED.district_id, EXCLUDED.use_type,
+                  EXCLUDED.tariff_id, EXCLUDED.household_size, EXCLUDED.dwellings, EXCLUDED.floor_area_m2,
+                  EXCLUDED.book_id, EXCLUDED.route_order, EXCLUDED.status, EXCLUDED.opened_on)""", p)
+    conn.execute(
+        """INSERT INTO meter (company_id, serial, comm_address, account_id, model, protocol, medium, size,
+                              multiplier, register_digits, display_unit, apportion_policy, installed_on)
+           SELECT %(c)s, s.meter_serial, coalesce(s.comm_address, s.meter_serial), a.id, s.model, s.protocol,
+                  s.medium, s.size, s.multiplier, s.register_digits, s.display_unit, s.apportion_policy, s.installed_on
+           FROM registry_stage s
+           LEFT JOIN account a ON a.company_id = %(c)s AND a.code = s.account_code
+           WHERE s.meter_serial IS NOT NULL
+           ON CONFLICT (company_id, serial) DO UPDATE SET comm_address = EXCLUDED.comm_address,
+               account_id = EXCLUDED.account_id, model = EXCLUDED.model, protocol = EXCLUDED.protocol,
+               medium = EXCLUDED.medium, size = EXCLUDED.size, multiplier = EXCLUDED.multiplier,
+               register_digits = EXCLUDED.register_digits, display_unit = EXCLUDED.display_unit,
+               apportion_policy = EXCLUDED.apportion_policy, installed_on = EXCLUDED.installed_on
+           WHERE (meter.comm_address, meter.account_id, meter.model, meter.protocol, meter.medium, meter.size,
+                  meter.multiplier, meter.register_digits, meter.display_unit, meter.apportion_policy,
+                  meter.installed_on)
+                 IS DISTINCT FROM (EXCLUDED.comm_address, EXCLUDED.account_id, EXCLUDED.model, EXCLUDED.protocol,
+                  EXCLUDED.medium, EXCLUDED.size, EXCLUDED.multiplier, EXCLUDED.register_digits,
+                  EXCLUDED.display_unit, EXCLUDED.apportion_policy, EXCLUDED.installed_on)""", p)
+    conn.execute(
+        """UPDATE meter m SET parent_meter_id = p.id
+           FROM registry_stage s LEFT JOIN meter p ON p.company_id = %(c)s AND p.serial = s.parent_serial
+           WHERE m.company_id = %(c)s AND m.serial = s.meter_serial
+             AND m.parent_meter_id IS DISTINCT FROM p.id""", p)
+    conn.execute(
+        """INSERT INTO meter_installation (company_id, meter_id, device_serial, model, installed_at, initial_register, reason)
+           SELECT %(c)s, m.id, m.serial, m.model,
+                  coalesce(s.installed_on, CURRENT_DATE)::timestamp AT TIME ZONE co.timezone,
+                  s.initial_register, 'new'
+           FROM registry_stage s
+           JOIN meter m ON m.company_id = %(c)s AND m.serial = s.meter_serial
+           JOIN company co ON co.id = %(c)s
+           WHERE NOT EXISTS (SELECT 1 FROM meter_installation i WHERE i.meter_id = m.id)""", p)
+    _check_trees(conn, company_id, source)
 
 
 def _check_against_database(conn: psycopg.Connection, company_id: int, source: str) -> None:
@@ -458,11 +491,11 @@ def _check_trees(conn: psycopg.Connection, company_id: int, source: str) -> None
                                        for line, serial in sorted(cyclic)])
 
 
-def import_file(conn: psycopg.Connection, company_id: int, path: str | Path) -> ImportSummary:
+def import_file(conn: psycopg.Connection, company_id: int, path: str | Path, *, keyring: KeyRing | None = None) -> ImportSummary:
     rows, errors = read_csv(path)
     if errors:
         raise ImportFileError(str(path), errors)
-    return load_rows(conn, company_id, rows, source=str(path))
+    return load_rows(conn, company_id, rows, source=str(path), keyring=keyring)
 
 
 _EXPORT_SQL = """
@@ -485,20 +518,32 @@ ORDER BY b.code NULLS LAST, a.route_order NULLS LAST, a.code NULLS LAST, m.seria
 """
 
 
-def export_rows(conn: psycopg.Connection, company_id: int) -> Iterator[list[str]]:
-    """Registry rows as CSV cells (strings), in the canonical order (streamed)."""
+def export_rows(conn: psycopg.Connection, company_id: int, *, disclosure: Disclosure = Disclosure.MASKED,
+                keyring: KeyRing | None = None) -> Iterator[list[str]]:
+    """Registry rows as CSV cells (strings), in the canonical order (streamed).
+
+    Personal data as ``disclosure`` allows: FULL (decrypted), MASKED (default) or NONE (blank).
+    """
+    personal = {REGISTRY_COLUMNS.index(f): f for f in PERSONAL_FIELDS}
+    if disclosure is not Disclosure.NONE:
+        keyring = keyring or default_keyring()
     named = not conn.autocommit  # a server-side cursor needs a transaction
     with (conn.cursor(name="registry_export") if named else conn.cursor()) as cur:
         cur.execute(_EXPORT_SQL, [company_id])
         for rec in cur:
+            rec = list(rec)
+            for i, field in personal.items():
+                rec[i] = None if disclosure is Disclosure.NONE else keyring.reveal(  # type: ignore[union-attr]
+                    rec[i], disclosure, company_id=company_id, field=field)
             yield ["" if v is None else (v.isoformat() if isinstance(v, dt.date) else str(v)) for v in rec]
 
 
-def export_csv(conn: psycopg.Connection, company_id: int, out: io.TextIOBase) -> int:
+def export_csv(conn: psycopg.Connection, company_id: int, out: io.TextIOBase, *,
+               disclosure: Disclosure = Disclosure.MASKED, keyring: KeyRing | None = None) -> int:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(REGISTRY_COLUMNS)
     n = 0
-    for cells in export_rows(conn, company_id):
+    for cells in export_rows(conn, company_id, disclosure=disclosure, keyring=keyring):
         writer.writerow(cells)
         n += 1
     return n

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import zlib
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -108,8 +109,16 @@ def _comm_address(protocol: str, index: int, rng: random.Random) -> str | None:
     return None
 
 
-def build_utility(n_meters: int, *, seed: int = 42, tree_share: float = 0.12, company_prefix: str = "") -> SyntheticUtility:
-    """Return the registry rows and meter profiles of a synthetic utility of ``n_meters`` meters."""
+def build_utility(n_meters: int, *, seed: int = 42, tree_share: float = 0.12, company_prefix: str = "",
+                  address_base: int | None = None) -> SyntheticUtility:
+    """Return the registry rows and meter profiles of a synthetic utility of ``n_meters`` meters.
+
+    ``company_prefix`` prefixes codes and serials; meter addresses (IMEI, devEUI, M-Bus) are
+    numbered from ``address_base`` (default: 0 without a prefix, else a base of millions derived
+    from it), so several companies can be seeded side by side in one deployment.
+    """
+    if address_base is None:
+        address_base = 0 if not company_prefix else (zlib.crc32(company_prefix.encode()) % 89 + 1) * 10**6
     if n_meters < 1:
         raise ValueError("n_meters must be >= 1")
     rng = random.Random(seed)
@@ -130,7 +139,7 @@ def build_utility(n_meters: int, *, seed: int = 42, tree_share: float = 0.12, co
 
     def new_serial() -> tuple[str, int]:
         counter["meter"] += 1
-        return f"{company_prefix}WM{counter['meter']:08d}", counter["meter"]
+        return f"{company_prefix}WM{counter['meter']:08d}", counter["meter"] + address_base
 
     def add(*, account: bool, use_type: str, household: int, dwellings: int, size: str, protocol: str,
             model: str, mean: float, parent: str | None, policy: str | None, district: tuple[str, str],

@@ -1,7 +1,9 @@
 -- meterline: no-transaction
--- Readings on TimescaleDB: a hypertable (7-day chunks) compressed after 60 days, segmented by
--- meter, and a continuous aggregate of daily first/last/min/max per meter. Same columns and
--- key as the plain path (0002_readings.plain.sql), so queries read the same on both.
+-- Readings on TimescaleDB: a hypertable (7-day chunks) and a continuous aggregate of daily
+-- first/last/min/max per meter. Same columns and key as the plain path
+-- (0002_readings.plain.sql), so queries read the same on both. Compression (segmented by
+-- meter, after 60 days) is switched on after the migrations by store.timescale, because
+-- TimescaleDB cannot compress a row-secured table and that is a deployment's choice.
 
 CREATE TABLE reading (
     meter_id     bigint      NOT NULL,
@@ -18,13 +20,6 @@ CREATE TABLE reading (
 );
 
 SELECT create_hypertable('reading', 'ts', chunk_time_interval => INTERVAL '7 days');
-
-ALTER TABLE reading SET (
-    timescaledb.compress,
-    timescaledb.compress_segmentby = 'meter_id',
-    timescaledb.compress_orderby = 'ts DESC, quantity'
-);
-SELECT add_compression_policy('reading', INTERVAL '60 days');
 
 CREATE MATERIALIZED VIEW reading_daily_agg
 WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS

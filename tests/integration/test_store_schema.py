@@ -129,3 +129,20 @@ def test_register_modulus_follows_digits_and_unit(conn: psycopg.Connection, comp
     assert conn.execute("SELECT register_modulus FROM meter WHERE id = %s", [m]).fetchone()[0] == 100_000_000
     conn.execute("UPDATE meter SET display_unit = 'MWh', register_digits = 4 WHERE id = %s", [m])
     assert conn.execute("SELECT register_modulus FROM meter WHERE id = %s", [m]).fetchone()[0] == 10_000 * 1_000_000
+
+
+def test_readings_are_row_secured_or_compressed_per_backend(backend_dsn: str) -> None:
+    from meterline.store import timescale
+
+    with psycopg.connect(backend_dsn, autocommit=True) as conn:
+        secured = conn.execute("SELECT relrowsecurity FROM pg_class WHERE oid = 'reading'::regclass").fetchone()[0]
+        if migrate.backend(conn) == "plain":
+            assert secured
+            return
+        # TimescaleDB: compressed by default, and therefore exempt from row security (documented)
+        assert timescale.is_compressed(conn) and not secured
+        assert conn.execute("SELECT 1 FROM meterline_rls_exempt WHERE relname = 'reading'").fetchone()
+        # a deployment that prefers row security over compression
+        migrate.migrate(conn, compress_readings=False)
+        assert not timescale.is_compressed(conn)
+        assert conn.execute("SELECT relrowsecurity FROM pg_class WHERE oid = 'reading'::regclass").fetchone()[0]

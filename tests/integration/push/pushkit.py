@@ -135,23 +135,32 @@ class CoapClient:
         self.mid = 1000
 
     def send(self, datagram: bytes):
+        """Send a request; return its answer: piggybacked on the ACK, or a separate response
+        (matched by token and acknowledged, as RFC 7252 §5.2.2 says)."""
         from meterline.protocols.coap import message
 
+        request = message.parse(datagram)
         self.sock.sendto(datagram, self.addr)
         while True:
             data, _ = self.sock.recvfrom(2048)
             reply = message.parse(data)
-            if reply.type == message.ACK and reply.code == 0:
+            if reply.type == message.CON:
+                self.sock.sendto(message.encode(message.ACK, 0, reply.message_id), self.addr)
+            if reply.code == 0:
                 continue  # empty ACK: the answer follows separately
+            if reply.token != request.token:
+                continue  # a repeated separate response to an earlier request
             return reply
 
     def post(self, meter: str, body: bytes, content_format: int | None = 50, mid: int | None = None,
-             token: bytes = b"\x01\x02"):
+             token: bytes | None = None):
         from meterline.protocols.coap import message
 
         if mid is None:
             self.mid += 1
             mid = self.mid
+        if token is None:
+            token = mid.to_bytes(4, "big")
         return self.send(message.request(["r", meter], body, mid, token, content_format))
 
     def close(self) -> None:
