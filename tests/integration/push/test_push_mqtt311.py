@@ -31,3 +31,4 @@ def test_falls_back_to_mqtt_311_and_acknowledges_after_commit(db_dsn, conn, comp
             wait_for(lambda: svc.source("nb").stats["acked"] == 20, what="acknowledged")
     finally:
         broker.stop()
+        broker.loop.close()  # the fixture's broker leaves its loop (and self-pipe) open
