@@ -17,7 +17,7 @@ stream is published at QoS 1 as fast as the broker takes it):
 * **batched**: ``--batched`` concentrator messages of 100 readings each through the ingest
   service, 1 and 2 processes;
 * **CoAP**: ``--coap`` confirmable POSTs (CBOR, one reading each) from a fast client (one UDP
-  socket, 256 requests outstanding) to the ingest service's CoAP source, against the same
+  socket, 64 requests outstanding) to the ingest service's CoAP source, against the same
   client and a bare aiocoap server that answers 2.04 without doing anything.
 
 Each figure is the median of ``--repeat`` runs; ratios are printed at the end.
@@ -390,7 +390,7 @@ def coap_run(port: int, stream: Stream, n: int) -> float:
 
     from meterline.ingest.simulator import CoapClient
 
-    client = CoapClient("127.0.0.1", port, window=256)
+    client = CoapClient("127.0.0.1", port, window=64)
     try:
         base = stream.step
         stream.step += n // stream.meters + 1
@@ -400,7 +400,7 @@ def coap_run(port: int, stream: Stream, n: int) -> float:
         t = time.perf_counter()
         for meter, body in bodies:
             client.post(meter, body, 60)
-            if len(client.pending) > 128:
+            if len(client.pending) > 32:
                 client.poll(0)
         client.drain()
         elapsed = time.perf_counter() - t

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,11 +51,16 @@ class CoapSettings:
     port: int = 5683
     #: first path segment: POST /<path>/{meter}
     path: str = "r"
+    #: UDP receive buffer asked for (the kernel caps it at net.core.rmem_max): a burst of requests
+    #: beyond the buffer is dropped and only comes back with the meters' retransmissions, seconds later
+    receive_buffer_bytes: int = 4 * 1024 * 1024
 
     def validate(self) -> list[str]:
         problems = []
         if not 0 <= self.port <= 65535:
             problems.append("port must be between 0 and 65535")
+        if self.receive_buffer_bytes < 0:
+            problems.append("receive_buffer_bytes must be >= 0")
         if not self.path or "/" in self.path:
             problems.append("path must be one non-empty segment")
         return problems
@@ -94,6 +100,7 @@ class CoapSource:
         site = resource.Site()
         site.add_resource([s.path], ReadingsResource(self))
         self.context = await aiocoap.Context.create_server_context(site, bind=(s.host, s.port))
+        self._tune_sockets()
         log.info("coap %s: listening on %s:%s, POST /%s/{meter}", self.name, s.host, s.port, s.path)
         self.ready.set()
         try:
@@ -105,6 +112,22 @@ class CoapSource:
             except asyncio.TimeoutError:
                 log.warning("coap %s: %d request(s) still waiting for the writer at shutdown", self.name, self._active)
             await self.context.shutdown()
+
+    def _tune_sockets(self) -> None:
+        """Enlarge the receive buffer of aiocoap's UDP sockets (best effort: aiocoap does not expose them)."""
+        n = self.settings.receive_buffer_bytes
+        for ti in getattr(self.context, "request_interfaces", ()):
+            transport = getattr(getattr(getattr(ti, "token_interface", None), "message_interface", None),
+                                "transport", None)
+            sock = transport.get_extra_info("socket") if transport is not None else None
+            if sock is None:
+                continue
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, n)
+                log.debug("coap %s: receive buffer %d bytes", self.name,
+                          sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+            except OSError as exc:
+                log.info("coap %s: cannot enlarge the receive buffer: %s", self.name, exc)
 
     async def handle(self, request: aiocoap.Message) -> aiocoap.Message:
         if self.closing:
