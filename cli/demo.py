@@ -7,7 +7,9 @@ as a list of steps, each adding lines to the closing summary:
 2. seed a synthetic utility (registry + reading history);
 3. deliver the latest readings again (duplicates must change nothing) and some bad ones
    (they must become dead letters with a reason);
-4. maintenance: partitions ahead, the daily aggregate.
+4. pushing meters: the ingest service (MQTT on an in-process broker, ChirpStack uplinks, CoAP)
+   against the simulated meters, with a few faults (``cli/_demo_push.py``);
+5. maintenance: partitions ahead, the daily aggregate.
 
 Later stages of the pipeline (ingest service, validation, billing, ledger, exports) add
 their steps to ``STEPS``.
@@ -27,6 +29,7 @@ from psycopg import sql
 from rich.table import Table
 
 from meterline.cli._base import Command, Context
+from meterline.cli._demo_push import step_push
 from meterline.cli.seed import progress_bar, seed
 from meterline.ingest.model import Quantity, Reading, Source
 from meterline.ingest.writer import WriteResult, write_readings
@@ -172,6 +175,7 @@ STEPS: list[Step] = [
     ("database", step_database),
     ("seed utility", step_seed),
     ("redelivery & bad input", step_redelivery),
+    ("pushing meters", step_push),
     ("maintenance", step_maintain),
     ("group operation", step_group),
 ]

@@ -150,3 +150,43 @@ def run_until_signal(service: IngestService) -> int:
 
     asyncio.run(main())
     return 1 if any(st.error for st in service.sources) else 0
+
+
+class Background:
+    """The service on its own event loop in a thread (the demo runs it beside a simulator)."""
+
+    def __init__(self, service: IngestService) -> None:
+        self.service = service
+        self.loop = asyncio.new_event_loop()
+        self.stop_event: asyncio.Event | None = None
+        self.error: BaseException | None = None
+        self._started = threading.Event()
+        self.thread = threading.Thread(target=self._main, name="ingest-service", daemon=True)
+
+    def _main(self) -> None:
+        async def main() -> None:
+            self.stop_event = asyncio.Event()
+            self._started.set()
+            await self.service.run(self.stop_event)
+
+        try:
+            self.loop.run_until_complete(main())
+        except BaseException as exc:  # handed to stop()
+            self.error = exc
+        finally:
+            self._started.set()
+            self.loop.run_until_complete(self.loop.shutdown_default_executor())
+            self.loop.close()
+
+    def start(self) -> "Background":
+        self.thread.start()
+        self._started.wait(30)
+        return self
+
+    def stop(self, timeout: float = 120) -> None:
+        """SIGTERM's path: drain, commit, stop; re-raise what the service died of, if anything."""
+        if self.stop_event is not None and self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.stop_event.set)
+        self.thread.join(timeout)
+        if self.error is not None:
+            raise self.error
