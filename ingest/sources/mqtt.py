@@ -48,7 +48,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from meterline.ingest.dedupe import DedupeWindow, Ticket
-from meterline.ingest.messages import DEFAULT_TOPICS, Format, configure
+from meterline.ingest.messages import DEFAULT_TOPICS, configure
 from meterline.ingest.model import DeadLetter, Reading
 from meterline.ingest.sources import Sink, register
 from meterline.ingest.sources._paho import FastClient, install_lean_properties, tcp_nodelay
@@ -159,7 +159,6 @@ class MqttSource:
 
     def __init__(self, name: str, settings: dict[str, Any], sink: Sink) -> None:
         self.name = name
-        where = f"ingest.sources.{name}"
         tolerance = getattr(getattr(sink.writer, "settings", None), "future_tolerance_s", 300)
         self.settings, self.format = configure(MqttSettings, name, settings, tolerance)
         s = self.settings
@@ -169,7 +168,6 @@ class MqttSource:
         self._acks: deque[tuple[int, int]] = deque()  # (generation, mid), filled by writer threads
         self._generation = 0
         self._connected = False
-        self._subscribed = threading.Event()
         self._session_present: bool | None = None
         self._batch = _Batch()
         self._inflight: set[Ticket] = set()
@@ -177,6 +175,8 @@ class MqttSource:
         self._stopping = threading.Event()
         self._reconnect = False
         self.ready = threading.Event()  #: set once subscribed (tests, start-up logs)
+        self._error: BaseException | None = None
+        self._closing = False
         self.stats = {"received": 0, "acked": 0, "duplicates": 0, "connects": 0}
         self.protocol = "3.1.1" if s.protocol == "3.1.1" else "5"  #: the version in use
         self._downgrade = False
@@ -190,14 +190,12 @@ class MqttSource:
         thread.start()
         waiter = asyncio.create_task(stop.wait())
         dead = asyncio.create_task(asyncio.to_thread(thread.join))
-        done, _ = await asyncio.wait({waiter, dead}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({waiter, dead}, return_when=asyncio.FIRST_COMPLETED)
         self._stopping.set()
         waiter.cancel()
         await dead
         if self._error is not None:
             raise self._error
-
-    _error: BaseException | None = None
 
     def _client(self) -> FastClient:
         s = self.settings
@@ -343,8 +341,6 @@ class MqttSource:
             sock = client.buffered()
             if sock is not None:
                 sock.flush()
-
-    _closing = False
 
     # -- paho callbacks (on the source's thread) ------------------------------------------
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:

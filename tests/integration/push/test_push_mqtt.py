@@ -4,7 +4,6 @@ import base64
 import json
 import time
 
-import psycopg
 import pytest
 
 from meterline.ingest.sources import load
