@@ -379,7 +379,7 @@ def role_bare_coap(args: argparse.Namespace) -> None:
     async def main() -> None:
         site = resource.Site()
         site.add_resource(["r"], Bare())
-        await aiocoap.Context.create_server_context(site, bind=("127.0.0.1", args.port))
+        await aiocoap.Context.create_server_context(site, bind=("127.0.0.1", args.port), transports=["udp6"])
         print("ready", flush=True)
         await asyncio.Event().wait()
 

@@ -79,6 +79,9 @@ def step_push(state: Any) -> None:
             seconds = time.monotonic() - started
         finally:
             running.stop()
+    failed = [f"{st.name}: {st.error}" for st in service.sources if getattr(st, "error", None) is not None]
+    if failed:
+        raise RuntimeError("ingest source(s) failed during the demo: " + "; ".join(failed))
     written = _metric(service, "meterline_ingest_readings_written_total")
     repeats = _metric(service, "meterline_ingest_duplicates_total")
     dead: dict[str, int] = {}

@@ -99,7 +99,9 @@ class CoapSource:
         s = self.settings
         site = resource.Site()
         site.add_resource([s.path], ReadingsResource(self))
-        self.context = await aiocoap.Context.create_server_context(site, bind=(s.host, s.port))
+        # NB-IoT meters speak CoAP over UDP: bind only that (aiocoap's defaults would also open
+        # TCP, TLS and WebSocket servers on the same port number, which may be taken)
+        self.context = await aiocoap.Context.create_server_context(site, bind=(s.host, s.port), transports=["udp6"])
         self._tune_sockets()
         log.info("coap %s: listening on %s:%s, POST /%s/{meter}", self.name, s.host, s.port, s.path)
         self.ready.set()
