@@ -1,0 +1,462 @@
+"""Validation in the ingest path: the same rules, run on each committed batch of readings.
+
+The ingest service hands every batch the writer committed to an :class:`IngestValidator`::
+
+    validator = IngestValidator(dsn, config, directory=writer.directory).start()
+    future = writer.submit(readings)
+    validator.after_commit(future, readings)     # validated once (and only if) committed
+    ...
+    validator.close()                            # drains what is queued
+
+Nothing here blocks the writer: ``submit`` only queues (a batch beyond ``hook_queue_max``
+waiting readings is left to the batch run, counted and logged), and one background thread
+validates, on its own connection, merging queued batches.
+
+Each meter's kernel state (accepted read, pending read, rolling median, stuck and night-flow
+counters) stays in memory between batches, so a batch costs the kernel plus a few small
+writes. A meter seen for the first time, or one whose new reads are not after the reads
+already validated (a late handheld file, a replay), is **replayed**: its reads from
+``history_days`` before the earliest new one are loaded from the database and evaluated again,
+so out-of-order delivery reaches the same verdicts as the batch run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import psycopg
+
+from meterline.ingest import columns
+from meterline.ingest.directory import MeterDirectory
+from meterline.ingest.model import Reading
+from meterline.ingest.vee import alerts as A
+from meterline.ingest.vee import estimate as E
+from meterline.ingest.vee import kernel as K
+from meterline.ingest.vee import rules as R
+from meterline.ingest.vee import store as S
+from meterline.ingest.vee.config import GROUPS, VeeConfig
+from meterline.ingest.vee.engine import AlertEvent, FlagNames, alert_events, apply_reviews, kernel_rows, verdicts
+from meterline.ingest.vee.localtime import DAY_US, from_us
+
+log = logging.getLogger(__name__)
+
+UTC = dt.timezone.utc
+
+
+@dataclass(slots=True)
+class HookStats:
+    batches: int = 0
+    readings: int = 0
+    validated: int = 0
+    flagged: int = 0
+    replayed_meters: int = 0
+    skipped_batches: int = 0
+    skipped_readings: int = 0
+    failures: int = 0
+    alerts_opened: int = 0
+    alerts_updated: int = 0
+    seconds: float = 0.0
+
+
+_FACTS_SQL = """
+SELECT m.id, m.company_id, m.quantity, m.register_modulus, m.multiplier,
+       (m.status = 'active' AND coalesce(a.status, '') = 'active') AS occupied,
+       coalesce(a.use_type, ''), coalesce(m.size, ''), c.timezone
+FROM meter m LEFT JOIN account a ON a.id = m.account_id JOIN company c ON c.id = m.company_id
+WHERE m.id = ANY(%s)"""
+
+_REPLAY_SQL = """
+SELECT r.meter_id, r.ts, r.value, r.status, r.source, r.quantity, r.received_at, r.committed_at
+FROM unnest(%s::bigint[], %s::smallint[], %s::timestamptz[]) AS x(meter_id, quantity, since)
+JOIN reading r ON r.meter_id = x.meter_id AND r.quantity = x.quantity AND r.ts >= x.since
+ORDER BY r.meter_id, r.ts"""
+
+
+class IngestValidator:
+    """Validates committed batches in a background thread (see the module doc)."""
+
+    def __init__(self, dsn: str, config: VeeConfig, *, directory: MeterDirectory | None = None,
+                 queue_max: int = 1_000_000, batch_max: int = 100_000, name: str = "vee-ingest") -> None:
+        self.dsn = dsn
+        self.config = config
+        self.directory = directory or MeterDirectory()
+        self.queue_max = queue_max
+        self.batch_max = batch_max
+        self.name = name
+        self.stats = HookStats()
+        self.state = K.KernelState(1024, config.history_days)
+        self.slot_of: dict[int, int] = {}
+        self.meter_of_slot: list[int] = []
+        self.company_of_slot: list[int] = []
+        self.tz_of_company: dict[int, str] = {}
+        self.quantity_of_slot = np.zeros(0, dtype=np.int64)
+        self.combos: dict[tuple[str, str], int] = {}
+        self.params = np.zeros((0, 0))
+        self.enabled = np.zeros(0, dtype=np.int64)
+        self.actions = config.actions()
+        self.names = FlagNames()
+        self.run_ids: dict[int, int] = {}
+        self._queue: queue.Queue[Sequence[Reading] | None] = queue.Queue()
+        self._waiting = 0
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._conn: psycopg.Connection | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> "IngestValidator":
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self, timeout: float | None = None) -> None:
+        """Validate what is queued, then stop."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout)
+            self._thread = None
+        if self._conn is not None and not self._conn.closed:
+            self._conn.close()
+
+    def __enter__(self) -> "IngestValidator":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def flush(self, timeout: float = 60.0) -> bool:
+        """Wait until everything queued so far is validated; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._waiting > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.1))
+        return True
+
+    # -- feeding ---------------------------------------------------------------------------
+    def submit(self, readings: Sequence[Reading]) -> bool:
+        """Queue committed readings for validation; never blocks. False when the batch was left
+        to the batch run because too much is waiting already."""
+        n = len(readings)
+        if n == 0:
+            return True
+        with self._cond:
+            if self._waiting + n > self.queue_max:
+                self.stats.skipped_batches += 1
+                self.stats.skipped_readings += n
+                log.warning("VEE hook: %d readings waiting; batch of %d left to the batch run", self._waiting, n)
+                return False
+            self._waiting += n
+        self._queue.put(readings)
+        return True
+
+    def after_commit(self, future: "Future[Any]", readings: Sequence[Reading]) -> None:
+        """Validate ``readings`` once the writer's ``future`` resolves without error."""
+        def done(f: "Future[Any]") -> None:
+            if not f.cancelled() and f.exception() is None:
+                self.submit(readings)
+        future.add_done_callback(done)
+
+    # -- worker ------------------------------------------------------------------------------
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            item = self._queue.get()
+            if item is None:
+                break
+            batch = [item]
+            n = len(item)
+            while n < self.batch_max:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.append(more)
+                n += len(more)
+            readings = [r for b in batch for r in b]
+            delay = 0.2
+            while True:
+                try:
+                    self.validate(readings)
+                    break
+                except psycopg.OperationalError as exc:
+                    log.warning("VEE hook: database unreachable (%s); retrying in %.1fs", exc, delay)
+                    if self._conn is not None:
+                        self._conn.close()
+                    time.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                except Exception as exc:  # some meter's data breaks a rule: narrow down, record, go on
+                    self._isolate(readings, exc)
+                    break
+            with self._cond:
+                self._waiting -= n
+                self._cond.notify_all()
+
+    def _isolate(self, readings: Sequence[Reading], exc: BaseException) -> None:
+        """Validate the readings meter group by meter group (halving) to find the failing meters."""
+        keys = sorted({(r.meter_id if r.meter_id is not None else -1, r.device or "") for r in readings})
+        known = [k[0] for k in keys if k[0] >= 0]
+        self.forget(known)  # their in-memory state may be half-updated: replay from the database
+        if len(keys) <= 1:
+            meter_id = keys[0][0] if keys and keys[0][0] >= 0 else None
+            log.warning("VEE hook: validation failed for meter %s: %s", meter_id or keys, exc)
+            self.stats.failures += 1
+            try:
+                conn = self._connection()
+                company = conn.execute("SELECT company_id FROM meter WHERE id = %s", [meter_id]).fetchone() \
+                    if meter_id is not None else None
+                S.record_failure(conn, self._run_id(conn, company[0]) if company else None,
+                                 company[0] if company else None, meter_id, "ingest", exc,
+                                 {"readings": len(readings), "device": keys[0][1] if keys else None})
+            except psycopg.Error:
+                log.exception("VEE hook: could not record the failure")
+            return
+        half = set(keys[: len(keys) // 2])
+        for part in ([r for r in readings if (r.meter_id if r.meter_id is not None else -1, r.device or "") in half],
+                     [r for r in readings if (r.meter_id if r.meter_id is not None else -1, r.device or "") not in half]):
+            try:
+                self.validate(part)
+            except psycopg.OperationalError:
+                raise
+            except Exception as sub_exc:
+                self._isolate(part, sub_exc)
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.dsn, autocommit=True, application_name="meterline-vee-hook")
+        return self._conn
+
+    # -- validating ----------------------------------------------------------------------------
+    def validate(self, readings: Sequence[Reading]) -> None:
+        """Validate committed readings now, on this validator's connection (the worker calls this)."""
+        t0 = time.perf_counter()
+        conn = self._connection()
+        self.stats.batches += 1
+        self.stats.readings += len(readings)
+        now_us = columns.to_us(dt.datetime.now(UTC))
+        cols = columns.from_readings([list(readings)], now_us)
+        meter = cols.meter_id.copy()
+        need_addr = {d for d, mid in zip(cols.device, meter.tolist()) if mid < 0 and d}
+        if need_addr:
+            _ids, by_addr = self.directory.lookup(conn, (), need_addr)
+            for i in np.flatnonzero(meter < 0).tolist():
+                info = by_addr.get(cols.device[i]) if cols.device[i] else None
+                if info is not None:
+                    meter[i] = info.meter_id
+        ok = (meter >= 0) & (cols.ts != columns.BAD) & (cols.value != columns.BAD) & (cols.value >= 0)
+        self._ensure_meters(conn, np.unique(meter[ok]))
+        slot = np.array([self.slot_of.get(m, -1) for m in meter.tolist()], dtype=np.int64)
+        ok &= slot >= 0
+        idx = np.flatnonzero(ok)
+        if len(idx) == 0:
+            return
+        slot, ts = slot[idx], cols.ts[idx]
+        keep = cols.quantity[idx] == self.quantity_of_slot[slot]
+        idx, slot, ts = idx[keep], slot[keep], ts[keep]
+        order = np.lexsort((ts, slot))
+        idx, slot, ts = idx[order], slot[order], ts[order]
+        if len(idx) > 1:  # a reading delivered twice in the batch
+            first = np.r_[True, (slot[1:] != slot[:-1]) | (ts[1:] != ts[:-1])]
+            idx, slot, ts = idx[first], slot[first], ts[first]
+        st = self.state.S
+        seen = st[slot, K.S_HAS_LAST] == 1
+        last = st[slot, K.S_LAST_TS]
+        # the latest read again (a redelivery): already validated
+        again = seen & (ts == last)
+        idx, slot, ts, seen, last = idx[~again], slot[~again], ts[~again], seen[~again], last[~again]
+        if len(idx) == 0:
+            return
+        starts = np.r_[True, slot[1:] != slot[:-1]]
+        uniq_slots = slot[starts]
+        first_ts = ts[starts]
+        cold = (st[uniq_slots, K.S_HAS_LAST] == 0) | (first_ts <= last[starts])
+        cold_slots = uniq_slots[cold]
+        self.stats.replayed_meters += len(cold_slots)
+        inc = ~np.isin(slot, cold_slots)
+        rd_inc = S.Readings(
+            meter=meter[idx[inc]], ts=ts[inc], value=cols.value[idx[inc]], status=cols.status[idx[inc]].astype(np.int64),
+            source=cols.source[idx[inc]].astype(np.int64), quantity=cols.quantity[idx[inc]].astype(np.int64),
+            received=cols.received[idx[inc]], committed=np.full(int(inc.sum()), now_us, dtype=np.int64))
+        slot_inc = slot[inc]
+        emit_inc = np.ones(len(slot_inc), dtype=bool)
+        parts = [(rd_inc, slot_inc, emit_inc)]
+        replay_keys: tuple[list[int], list[dt.datetime], list[int]] = ([], [], [])
+        if len(cold_slots):
+            rd_rep, slot_rep, emit_rep = self._replay(conn, cold_slots, first_ts[cold])
+            parts.append((rd_rep, slot_rep, emit_rep))
+            e = np.flatnonzero(emit_rep)
+            replay_keys = (rd_rep.meter[e].tolist(), [from_us(int(t)) for t in rd_rep.ts[e]],
+                           rd_rep.quantity[e].tolist())
+        rd = S.Readings(*(np.concatenate([getattr(p[0], f) for p in parts]) for f in S.Readings.__slots__))  # type: ignore[attr-defined]
+        slots = np.concatenate([p[1] for p in parts])
+        emit = np.concatenate([p[2] for p in parts])
+        order = np.lexsort((rd.ts, slots))
+        rd, slots, emit = rd.take(order), slots[order], emit[order]
+        self._evaluate(conn, rd, slots, emit, replay_keys)
+        self.stats.validated += int(emit.sum())
+        self.stats.seconds += time.perf_counter() - t0
+
+    def _evaluate(self, conn: psycopg.Connection, rd: S.Readings, slots: np.ndarray, emit: np.ndarray,
+                  replay_keys: tuple[list[int], list[dt.datetime], list[int]]) -> None:
+        by_company: dict[int, np.ndarray] = {}
+        comp = np.array(self.company_of_slot, dtype=np.int64)[slots]
+        for c in np.unique(comp).tolist():
+            by_company[c] = np.flatnonzero(comp == c)
+        for company_id, rows_idx in by_company.items():
+            part = rd.take(rows_idx)
+            s_part, e_part = slots[rows_idx], emit[rows_idx]
+            review, override = apply_reviews(part.meter, part.ts, part.quantity, self._reviews(conn, part, e_part))
+            rows = kernel_rows(part, s_part, self.state.combo, self.tz_of_company[company_id], e_part, review, override)
+            out, rev = K.run(self.state, rows, self.params, self.enabled, self.actions)
+            self._write(conn, company_id, part, out, rev, e_part, replay_keys)
+
+    def _reviews(self, conn: psycopg.Connection, rd: S.Readings, emit: np.ndarray) -> list[tuple[Any, ...]]:
+        # reviews only exist on readings validated before: those of replayed meters
+        if emit.all():
+            return []
+        rep = np.unique(rd.meter[~emit])
+        return conn.execute(
+            """SELECT meter_id, ts, quantity, review, corrected_value FROM reading_validation
+               WHERE meter_id = ANY(%s) AND ts >= %s AND review IS NOT NULL""",
+            [rep.tolist(), from_us(int(rd.ts.min()))]).fetchall()
+
+    def _write(self, conn: psycopg.Connection, company_id: int, rd: S.Readings, out: dict[str, np.ndarray],
+               rev: dict[str, np.ndarray], emit: np.ndarray, replay_keys) -> None:
+        flags = out["flags"]
+        vrows = verdicts(rd, out, emit, self.names)
+        self.stats.flagged += len(vrows)
+        ev_idx = np.flatnonzero(emit & (flags != 0))
+        events = alert_events(self.config, rd.meter[ev_idx], rd.ts[ev_idx], rd.value[ev_idx], flags[ev_idx],
+                              out["consumption"][ev_idx], out["kind"][ev_idx], out["median"][ev_idx], out["x"][ev_idx],
+                              tz=self.tz_of_company[company_id])
+        rule = self.config.rule(R.ISOLATED_OUTLIER.code)
+        for k in range(len(rev["slot"])):
+            mid = self.meter_of_slot[int(rev["slot"][k])]
+            ts = from_us(int(rev["ts"][k]))
+            vrows.meter.append(mid)
+            vrows.ts.append(ts)
+            vrows.quantity.append(int(self.quantity_of_slot[int(rev["slot"][k])]))
+            vrows.flags.append(self.names(int(rev["flags"][k])))
+            vrows.state.append(R.STATE_OF_ACTION[int(rev["action"][k])])
+            vrows.consumption.append(None)
+            vrows.detail.append({"decided_by_next_read": True})
+            if rule.alert and rev["flags"][k] >> rule.bit & 1:
+                events.append(AlertEvent(rule.code, rule.severity, mid, ts,
+                                         f"{rule.description}; reading of {ts.isoformat(timespec='minutes')} "
+                                         "(decided by the next read)", {}, 1))
+        acc = np.flatnonzero(emit & out["accepted"] & (rd.source != 11))
+        run_id = self._run_id(conn, company_id)
+        keys = replay_keys if replay_keys[0] else None
+        with conn.transaction():
+            if len(vrows) or keys:
+                S.write_validation(conn, company_id, vrows, run_id, clear_keys=keys)
+            if events:
+                raised = A.raise_alerts(conn, events)
+                self.stats.alerts_opened += raised.opened
+                self.stats.alerts_updated += raised.updated
+            if len(acc):
+                E.supersede_for_reads(conn, rd.meter[acc].tolist(), [from_us(int(t)) for t in rd.ts[acc]])
+
+    def _run_id(self, conn: psycopg.Connection, company_id: int) -> int:
+        rid = self.run_ids.get(company_id)
+        if rid is None:
+            rid = conn.execute("INSERT INTO vee_run (company_id, mode, created_by) VALUES (%s, 'ingest', %s) RETURNING id",
+                               [company_id, self.name]).fetchone()[0]
+            self.run_ids[company_id] = rid
+        return rid
+
+    # -- meters --------------------------------------------------------------------------------
+    def _ensure_meters(self, conn: psycopg.Connection, meter_ids: np.ndarray) -> None:
+        new = [m for m in meter_ids.tolist() if m not in self.slot_of]
+        if not new:
+            return
+        rows = conn.execute(_FACTS_SQL, [new]).fetchall()
+        if not rows:
+            return
+        slots = self.state.add(len(rows))
+        grew = False
+        qty = np.zeros(len(rows), dtype=np.int64)
+        for k, (mid, cid, q, modulus, mult, occupied, use_type, size, tz) in enumerate(rows):
+            s = int(slots[k])
+            self.slot_of[mid] = s
+            self.meter_of_slot.append(mid)
+            self.company_of_slot.append(cid)
+            self.tz_of_company[cid] = tz
+            self.state.modulus[s] = modulus
+            self.state.multiplier[s] = mult
+            self.state.active[s] = occupied
+            key = (use_type, size)
+            if key not in self.combos:
+                self.combos[key] = len(self.combos)
+                grew = True
+            self.state.combo[s] = self.combos[key]
+            qty[k] = q
+        self.quantity_of_slot = np.concatenate([self.quantity_of_slot, qty])
+        if grew or not len(self.params):
+            ordered = sorted(self.combos.items(), key=lambda kv: kv[1])
+            self.params, self.enabled = self.config.param_table([(u or None, s or None) for (u, s), _ in ordered])
+        events = {}
+        for cid in {r[1] for r in rows}:
+            lo, hi = min(r[0] for r in rows if r[1] == cid), max(r[0] for r in rows if r[1] == cid)
+            for mid, ev in S.load_events(conn, cid, lo, hi).items():
+                if mid in self.slot_of and self.slot_of[mid] >= slots[0]:
+                    events[mid] = ev
+        if events:
+            self.state.set_events(np.array([self.slot_of[m] for m in events], dtype=np.int64), list(events.values()))
+
+    def _replay(self, conn: psycopg.Connection, slots: np.ndarray, first_ts: np.ndarray) -> tuple[S.Readings, np.ndarray, np.ndarray]:
+        """Reload the reads of these meters from ``history_days`` before their earliest new read."""
+        self.state.reset(slots)
+        since = first_ts - self.config.history_days * DAY_US
+        meters = [self.meter_of_slot[int(s)] for s in slots]
+        rows = conn.execute(_REPLAY_SQL, [meters, self.quantity_of_slot[slots].tolist(),
+                                          [from_us(int(t)) for t in since]]).fetchall()
+        n = len(rows)
+        rd = S.Readings(
+            meter=np.array([r[0] for r in rows], dtype=np.int64),
+            ts=np.array([columns.to_us(r[1]) for r in rows], dtype=np.int64),
+            value=np.array([r[2] for r in rows], dtype=np.int64),
+            status=np.array([r[3] for r in rows], dtype=np.int64),
+            source=np.array([r[4] for r in rows], dtype=np.int64),
+            quantity=np.array([r[5] for r in rows], dtype=np.int64),
+            received=np.array([columns.to_us(r[6]) for r in rows], dtype=np.int64),
+            committed=np.array([columns.to_us(r[7]) for r in rows], dtype=np.int64))
+        slot = np.array([self.slot_of[m] for m in rd.meter.tolist()], dtype=np.int64) if n else np.zeros(0, np.int64)
+        first_of_slot = dict(zip(slots.tolist(), first_ts.tolist()))
+        emit = rd.ts >= np.array([first_of_slot[s] for s in slot.tolist()], dtype=np.int64) if n else np.zeros(0, bool)
+        return rd, slot, emit
+
+    def forget(self, meter_ids: Sequence[int] | None = None) -> None:
+        """Make meters cold (their next batch replays from the database), e.g. after a registry
+        change or a review; ``None``: all meters."""
+        if meter_ids is None:
+            self.state.reset(np.arange(self.state.size))
+            return
+        idx = [self.slot_of[m] for m in meter_ids if m in self.slot_of]
+        if idx:
+            self.state.reset(np.array(idx, dtype=np.int64))
+
+
+def validate_committed(dsn: str, config: VeeConfig, readings: Sequence[Reading]) -> HookStats:
+    """Validate committed readings synchronously with a throw-away validator (tests, small tools)."""
+    v = IngestValidator(dsn, config)
+    try:
+        v.validate(readings)
+    finally:
+        v.close()
+    return v.stats
+
+
+__all__ = ["IngestValidator", "HookStats", "validate_committed", "GROUPS"]
