@@ -159,6 +159,28 @@ def resolve_cleared(conn: psycopg.Connection, rule: str, meter_ids: Sequence[int
     return n
 
 
+def resolve_explained(conn: psycopg.Connection, meter_ids: Sequence[int], event_ts: Sequence[dt.datetime],
+                      rules: Sequence[str], note: str, by: str = "vee") -> int:
+    """Resolve alerts of ``rules`` that a read raised last (same meter and event time), now that a
+    later read explained it (e.g. the read was an isolated outlier, rejected under its own rule)."""
+    if not meter_ids:
+        return 0
+    rows = conn.execute(
+        f"""WITH done AS (
+                UPDATE alert a SET status = 'resolved', resolved_by = %s, resolved_at = now(),
+                       detail = a.detail || jsonb_build_object('resolution', %s::text)
+                FROM unnest(%s::bigint[], %s::timestamptz[]) AS k(meter_id, event_ts)
+                WHERE a.meter_id = k.meter_id AND a.event_ts = k.event_ts AND a.rule = ANY(%s)
+                  AND a.status <> 'resolved'
+                RETURNING a.*)
+            INSERT INTO alert_event (company_id, alert_id, kind, payload)
+            SELECT a.company_id, a.id, 'resolved', {_PAYLOAD}
+            FROM done a JOIN company c ON c.id = a.company_id
+            LEFT JOIN meter m ON m.id = a.meter_id LEFT JOIN meter_book b ON b.id = a.book_id
+            RETURNING alert_id""", [by, note, list(meter_ids), list(event_ts), list(rules)]).fetchall()
+    return len(rows)
+
+
 class AlertStateError(MeterlineError):
     """An alert cannot make the requested step (e.g. acknowledging a resolved alert)."""
 

@@ -473,6 +473,9 @@ class BatchRun:
                                clear=(data.lo, data.hi, self.start, self.end))
             if len(rev_rows):
                 S.write_validation(conn, self.company_id, rev_rows, self.run_id)
+                A.resolve_explained(conn, rev_rows.meter, rev_rows.ts,
+                                    rules=[R.SPIKE.code, R.HIGH_LIMIT.code, R.REGISTER_RESET.code],
+                                    note="the next read showed this read an isolated outlier")
             check_results: list[CheckResult] = []
             for name, check in METER_CHECKS.items():
                 check_results += self._isolate(conn, name, lambda idx, check=check: check(ctx.subset(idx)),

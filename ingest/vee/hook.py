@@ -66,6 +66,9 @@ class HookStats:
     seconds: float = 0.0
 
 
+#: alerts a read raised while pending that its isolated-outlier verdict explains
+EXPLAINED_RULES = [R.SPIKE.code, R.HIGH_LIMIT.code, R.REGISTER_RESET.code]
+
 _FACTS_SQL = """
 SELECT m.id, m.company_id, m.quantity, m.register_modulus, m.multiplier,
        (m.status = 'active' AND coalesce(a.status, '') = 'active') AS occupied,
@@ -342,6 +345,7 @@ class IngestValidator:
                               out["consumption"][ev_idx], out["kind"][ev_idx], out["median"][ev_idx], out["x"][ev_idx],
                               tz=self.tz_of_company[company_id])
         rule = self.config.rule(R.ISOLATED_OUTLIER.code)
+        explained: tuple[list[int], list[dt.datetime]] = ([], [])
         for k in range(len(rev["slot"])):
             mid = self.meter_of_slot[int(rev["slot"][k])]
             ts = from_us(int(rev["ts"][k]))
@@ -352,6 +356,9 @@ class IngestValidator:
             vrows.state.append(R.STATE_OF_ACTION[int(rev["action"][k])])
             vrows.consumption.append(None)
             vrows.detail.append({"decided_by_next_read": True})
+            if rev["flags"][k] >> rule.bit & 1:
+                explained[0].append(mid)
+                explained[1].append(ts)
             if rule.alert and rev["flags"][k] >> rule.bit & 1:
                 events.append(AlertEvent(rule.code, rule.severity, mid, ts,
                                          f"{rule.description}; reading of {ts.isoformat(timespec='minutes')} "
@@ -362,6 +369,9 @@ class IngestValidator:
         with conn.transaction():
             if len(vrows) or keys:
                 S.write_validation(conn, company_id, vrows, run_id, clear_keys=keys)
+            if explained[0]:
+                A.resolve_explained(conn, *explained, rules=EXPLAINED_RULES,
+                                    note="the next read showed this read an isolated outlier")
             if events:
                 raised = A.raise_alerts(conn, events)
                 self.stats.alerts_opened += raised.opened

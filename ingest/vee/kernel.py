@@ -247,7 +247,16 @@ def evaluate(slot, ts, value, status, pset, received, lday, lmin, emit, review, 
         cf, med = _candidate(s, c, kind, dt_days, p, S, RING[s], buf)
         cf &= en
         if S[s, S_HAS_PEND] == 1:
-            if cf == 0:
+            pts = S[s, S_PEND_TS]
+            fo2, ini2, btw2 = _terms(s, pts, t, S, ev_ts, ev_final, ev_initial, mod)
+            c2, kind2 = consumption_one(S[s, S_PEND_VAL], v, mod, multiplier[s], fo2, ini2, btw2,
+                                        np.int64(p[P_REV]), p[P_ROLL])
+            dt2 = (t - pts) / DAY_US
+            cf2, med2 = _candidate(s, c2, kind2, dt2, p, S, RING[s], buf)
+            cf2 &= en
+            pend_fell = (S[s, S_PEND_FLAGS] >> B_RESET) & 1 == 1  # the pending read fell back
+            came_back = kind2 == 3 or kind2 == 4  # this read is below the pending one
+            if cf == 0 and (pend_fell or came_back):
                 # back in line with the accepted read: the pending read was an isolated outlier
                 pf = S[s, S_PEND_FLAGS] | ((1 << B_OUTLIER) & en)
                 pa = _action(pf, act)
@@ -257,30 +266,22 @@ def evaluate(slot, ts, value, status, pset, received, lday, lmin, emit, review, 
                     out_action[row] = pa
                 else:
                     rev_slot[nrev] = s
-                    rev_ts[nrev] = S[s, S_PEND_TS]
+                    rev_ts[nrev] = pts
                     rev_flags[nrev] = pf
                     rev_action[nrev] = pa
                     nrev += 1
                 S[s, S_HAS_PEND] = 0
-            else:
-                pts = S[s, S_PEND_TS]
-                fo2, ini2, btw2 = _terms(s, pts, t, S, ev_ts, ev_final, ev_initial, mod)
-                c2, kind2 = consumption_one(S[s, S_PEND_VAL], v, mod, multiplier[s], fo2, ini2, btw2,
-                                            np.int64(p[P_REV]), p[P_ROLL])
-                dt2 = (t - pts) / DAY_US
-                cf2, med2 = _candidate(s, c2, kind2, dt2, p, S, RING[s], buf)
-                cf2 &= en
-                if cf2 == 0:
-                    # in line with the pending read: the level moved; the pending read (still
-                    # held for review) becomes the baseline
-                    S[s, S_ACC_TS] = pts
-                    S[s, S_ACC_VAL] = S[s, S_PEND_VAL]
-                    S[s, S_HAS_PEND] = 0
-                    S[s, S_STUCK_SINCE] = 0
-                    S[s, S_STUCK_FLAGGED] = 0
-                    acc_ts = pts
-                    c, kind, dt_days, cf, med = c2, kind2, dt2, 0, med2
-                # else: off from both; the pending read stays held and this one takes its place
+            elif (pend_fell and cf2 == 0) or (not pend_fell and not came_back):
+                # in line with the pending read: the level really moved (an unrecorded meter change,
+                # a burst); the pending read, still held for review, becomes the baseline
+                S[s, S_ACC_TS] = pts
+                S[s, S_ACC_VAL] = S[s, S_PEND_VAL]
+                S[s, S_HAS_PEND] = 0
+                S[s, S_STUCK_SINCE] = 0
+                S[s, S_STUCK_FLAGGED] = 0
+                acc_ts = pts
+                c, kind, dt_days, cf, med = c2, kind2, dt2, cf2, med2
+            # else: off from both; the pending read stays held and this one takes its place
         out_cons[i] = c
         out_kind[i] = kind
         out_median[i] = med
@@ -413,8 +414,11 @@ class KernelState:
         return idx
 
     def reset(self, idx: np.ndarray) -> None:
-        """Forget what the slots knew (their meter facts stay)."""
+        """Forget what the slots knew (their meter facts and replacement events stay)."""
+        events = self.S[idx][:, [S_EV_START, S_EV_COUNT]]
         self.S[idx] = 0
+        self.S[idx, S_EV_START] = events[:, 0]
+        self.S[idx, S_EV_COUNT] = events[:, 1]
         self.S[idx, S_NIGHT_DAY] = -1
         self.S[idx, S_NIGHT_LAST] = -10
         self.S[idx, S_DAY] = -1
