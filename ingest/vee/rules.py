@@ -102,6 +102,8 @@ IMBALANCE = register(Rule("master_sub_imbalance", "tree", "warning", "flag", Tru
                           "non-revenue water (master minus its sub-meters) above the threshold"))
 SUBS_EXCEED_MASTER = register(Rule("subs_exceed_master", "tree", "critical", "flag", True,
                                    "sub-meters together used more than their master meter"))
+REREAD_REQUESTED = register(Rule("reread_requested", "meter", "info", "flag", True,
+                                 "a supervisor asked for the meter to be read again"))
 
 READING_RULES: tuple[Rule, ...] = tuple(sorted((r for r in RULES.values() if r.scope == "reading"), key=lambda r: r.bit))
 #: flag bit -> rule code, for decoding the kernel's flag words
