@@ -78,8 +78,8 @@ WHERE m.id = ANY(%s)"""
 
 _REPLAY_SQL = """
 SELECT r.meter_id, r.ts, r.value, r.status, r.source, r.quantity, r.received_at, r.committed_at
-FROM unnest(%s::bigint[], %s::smallint[], %s::timestamptz[]) AS x(meter_id, quantity, since)
-JOIN reading r ON r.meter_id = x.meter_id AND r.quantity = x.quantity AND r.ts >= x.since
+FROM unnest(%s::bigint[], %s::smallint[], %s::timestamptz[], %s::timestamptz[]) AS x(meter_id, quantity, since, upto)
+JOIN reading r ON r.meter_id = x.meter_id AND r.quantity = x.quantity AND r.ts >= x.since AND r.ts <= x.upto
 ORDER BY r.meter_id, r.ts"""
 
 
@@ -107,6 +107,7 @@ class IngestValidator:
         self.actions = config.actions()
         self.names = FlagNames()
         self.run_ids: dict[int, int] = {}
+        self.bad_slots: set[int] = set()
         self._queue: queue.Queue[Sequence[Reading] | None] = queue.Queue()
         self._waiting = 0
         self._cond = threading.Condition()
@@ -262,6 +263,8 @@ class IngestValidator:
         self._ensure_meters(conn, np.unique(meter[ok]))
         slot = np.array([self.slot_of.get(m, -1) for m in meter.tolist()], dtype=np.int64)
         ok &= slot >= 0
+        if self.bad_slots:
+            ok &= ~np.isin(slot, list(self.bad_slots))
         idx = np.flatnonzero(ok)
         if len(idx) == 0:
             return
@@ -282,8 +285,12 @@ class IngestValidator:
         if len(idx) == 0:
             return
         starts = np.r_[True, slot[1:] != slot[:-1]]
+        ends = np.r_[slot[1:] != slot[:-1], True]
         uniq_slots = slot[starts]
         first_ts = ts[starts]
+        # replay up to the batch's last read of the meter, or what was validated already if later
+        # (not further: reads committed since are on their way here and come incrementally)
+        upto = np.where(seen[starts], np.maximum(ts[ends], last[starts]), ts[ends])
         cold = (st[uniq_slots, K.S_HAS_LAST] == 0) | (first_ts <= last[starts])
         cold_slots = uniq_slots[cold]
         self.stats.replayed_meters += len(cold_slots)
@@ -297,7 +304,7 @@ class IngestValidator:
         parts = [(rd_inc, slot_inc, emit_inc)]
         replay_keys: tuple[list[int], list[dt.datetime], list[int]] = ([], [], [])
         if len(cold_slots):
-            rd_rep, slot_rep, emit_rep = self._replay(conn, cold_slots, first_ts[cold])
+            rd_rep, slot_rep, emit_rep = self._replay(conn, cold_slots, first_ts[cold], upto[cold])
             parts.append((rd_rep, slot_rep, emit_rep))
             e = np.flatnonzero(emit_rep)
             replay_keys = (rd_rep.meter[e].tolist(), [from_us(int(t)) for t in rd_rep.ts[e]],
@@ -421,18 +428,29 @@ class IngestValidator:
         for cid in {r[1] for r in rows}:
             lo, hi = min(r[0] for r in rows if r[1] == cid), max(r[0] for r in rows if r[1] == cid)
             for mid, ev in S.load_events(conn, cid, lo, hi).items():
-                if mid in self.slot_of and self.slot_of[mid] >= slots[0]:
-                    events[mid] = ev
+                if mid not in self.slot_of or self.slot_of[mid] < slots[0]:
+                    continue
+                if (ev[1] < 0).any():  # the install history cannot say what the register did
+                    self.bad_slots.add(self.slot_of[mid])
+                    self.stats.failures += 1
+                    S.record_failure(conn, self._run_id(conn, cid), cid, mid, R.METER_REPLACED.code,
+                                     "install history has a newer device while the previous one has no removal / "
+                                     "final register; its readings are not validated")
+                    continue
+                events[mid] = ev
         if events:
             self.state.set_events(np.array([self.slot_of[m] for m in events], dtype=np.int64), list(events.values()))
 
-    def _replay(self, conn: psycopg.Connection, slots: np.ndarray, first_ts: np.ndarray) -> tuple[S.Readings, np.ndarray, np.ndarray]:
-        """Reload the reads of these meters from ``history_days`` before their earliest new read."""
+    def _replay(self, conn: psycopg.Connection, slots: np.ndarray, first_ts: np.ndarray,
+                upto: np.ndarray) -> tuple[S.Readings, np.ndarray, np.ndarray]:
+        """Reload the reads of these meters from ``history_days`` before their earliest new read
+        up to ``upto``."""
         self.state.reset(slots)
         since = first_ts - self.config.history_days * DAY_US
         meters = [self.meter_of_slot[int(s)] for s in slots]
         rows = conn.execute(_REPLAY_SQL, [meters, self.quantity_of_slot[slots].tolist(),
-                                          [from_us(int(t)) for t in since]]).fetchall()
+                                          [from_us(int(t)) for t in since],
+                                          [from_us(int(t)) for t in upto]]).fetchall()
         n = len(rows)
         rd = S.Readings(
             meter=np.array([r[0] for r in rows], dtype=np.int64),

@@ -13,6 +13,7 @@ decimals (stored in litres) unless they end in ``L``.
     hourly A 2026-10-01T00:00..2026-10-04T00:00 from 1.000 step 0.010 night 0.030
     run                        # validate: batch run of the period, or the ingest path (see modes)
     run batch                  # always the batch run
+    write                      # store the reads so far, validate nothing
     expect read A 2026-10-02T00:00 => isolated_outlier [rejected]
     expect alerts A: isolated_outlier:warning, spike     # the exact set of open alerts of A
     expect no alerts A
@@ -384,6 +385,9 @@ def play(path: Path, conn: psycopg.Connection, dsn: str, company_id: int, config
                 sc.series(st, 1)
             elif st.verb == "run":
                 sc.run(st)
+            elif st.verb == "write":
+                sc._write(sc.unwritten)
+                sc.unwritten = []
             elif st.verb == "expect":
                 sc.expect(st)
             elif st.verb == "modes":

@@ -26,5 +26,6 @@ def test_every_reading_rule_has_a_scenario() -> None:
     from meterline.ingest.vee import rules
 
     text = "\n".join(p.read_text(encoding="utf-8") for p in SCENARIOS.glob("*.txt"))
-    missing = [code for code in rules.RULES if code not in text]
+    # reread_requested is raised by a person's review action (test_vee_alerts_review), not by data
+    missing = [code for code in rules.RULES if code not in text and code != "reread_requested"]
     assert not missing, f"rules without a scenario: {missing}"
