@@ -124,6 +124,11 @@ def backend(conn: psycopg.Connection) -> str | None:
 
 def try_timescaledb(conn: psycopg.Connection) -> bool:
     """True when ``CREATE EXTENSION timescaledb`` succeeds on this database."""
+    # installed but not preloaded, CREATE EXTENSION fails FATAL and takes the connection with it
+    preloaded = conn.execute("SELECT current_setting('shared_preload_libraries') LIKE '%timescaledb%'").fetchone()
+    if not preloaded or not preloaded[0]:
+        log.info("TimescaleDB not preloaded (shared_preload_libraries), using plain PostgreSQL partitioning")
+        return False
     try:
         with conn.transaction():
             conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
