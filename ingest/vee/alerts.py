@@ -137,24 +137,32 @@ def raise_alerts(conn: psycopg.Connection, events: Sequence[AlertEvent]) -> Rais
 
 
 def resolve_cleared(conn: psycopg.Connection, rule: str, meter_ids: Sequence[int] = (), book_ids: Sequence[int] = (),
-                    by: str = "vee", note: str = "condition no longer present") -> int:
-    """Resolve open alerts of ``rule`` on meters / books where validation found it cleared."""
+                    by: str = "vee", note: str = "condition no longer present", *,
+                    meter_range: tuple[int, int] | None = None, keep: Sequence[int] = (),
+                    company_id: int | None = None) -> int:
+    """Resolve open alerts of ``rule`` where validation found it cleared: on the listed meters /
+    books, or on the meters of ``meter_range`` (of ``company_id``) except those in ``keep``."""
     n = 0
-    for col, ids in (("meter_id", list(meter_ids)), ("book_id", list(book_ids))):
-        if not ids:
-            continue
-        extra = "" if col == "meter_id" else " AND a.meter_id IS NULL"
+    scopes: list[tuple[str, list[Any]]] = []
+    if meter_ids:
+        scopes.append(("a.meter_id = ANY(%s)", [list(meter_ids)]))
+    if book_ids:
+        scopes.append(("a.book_id = ANY(%s) AND a.meter_id IS NULL", [list(book_ids)]))
+    if meter_range is not None:
+        scopes.append(("a.company_id = %s AND a.meter_id >= %s AND a.meter_id <= %s AND NOT (a.meter_id = ANY(%s))",
+                       [company_id, meter_range[0], meter_range[1], list(keep)]))
+    for where, args in scopes:
         rows = conn.execute(
             f"""WITH done AS (
                     UPDATE alert a SET status = 'resolved', resolved_by = %s, resolved_at = now(),
                            detail = a.detail || jsonb_build_object('resolution', %s::text)
-                    WHERE a.rule = %s AND a.status <> 'resolved' AND a.{col} = ANY(%s){extra}
+                    WHERE a.rule = %s AND a.status <> 'resolved' AND {where}
                     RETURNING a.*)
                 INSERT INTO alert_event (company_id, alert_id, kind, payload)
                 SELECT a.company_id, a.id, 'resolved', {_PAYLOAD}
                 FROM done a JOIN company c ON c.id = a.company_id
                 LEFT JOIN meter m ON m.id = a.meter_id LEFT JOIN meter_book b ON b.id = a.book_id
-                RETURNING alert_id""", [by, note, rule, ids]).fetchall()
+                RETURNING alert_id""", [by, note, rule, *args]).fetchall()
         n += len(rows)
     return n
 

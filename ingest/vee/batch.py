@@ -45,6 +45,8 @@ from meterline.store.consumption import consumption, replacement_terms
 log = logging.getLogger(__name__)
 
 DAY = dt.timedelta(days=1)
+#: the server's JIT compiles each of these large one-off queries for longer than it runs them
+NO_JIT = "-c jit=off"
 
 
 @dataclass(slots=True)
@@ -137,7 +139,8 @@ class MeterContext:
 @dataclass(slots=True)
 class CheckResult:
     events: list[AlertEvent] = field(default_factory=list)
-    cleared: dict[str, list[int]] = field(default_factory=dict)  # rule -> meters where it no longer holds
+    #: rule -> meters where it still holds: its open alerts on the context's other meters are resolved
+    firing: dict[str, list[int]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
 
 
@@ -159,7 +162,8 @@ def _missing_reads(ctx: MeterContext) -> CheckResult:
     res = CheckResult()
     if len(ctx) == 0:
         return res
-    enabled = np.array([R.MISSING_READS.code in run.config.enabled(GROUPS[g]) for g in ctx.group.tolist()], dtype=bool)
+    on = np.array([R.MISSING_READS.code in run.config.enabled(g) for g in GROUPS], dtype=bool)
+    enabled = on[ctx.group]
     limit_us = (ctx.param("missing_days") * DAY_US).astype(np.int64)
     since = np.where(ctx.last_ts >= 0, run.end_us - ctx.last_ts, run.end_us - run.load_from_us)
     missing = ctx.in_service & enabled & (since >= limit_us) & (limit_us > 0)
@@ -172,7 +176,7 @@ def _missing_reads(ctx: MeterContext) -> CheckResult:
             res.events.append(AlertEvent(rule.code, rule.severity, int(ctx.meter_id[i]), run.end,
                                          f"{rule.description}: {days:.1f} days without a reading up to the end of "
                                          f"{run.period} (last: {last})", detail, 1, period=run.period))
-    res.cleared[rule.code] = ctx.meter_id[ctx.in_service & ~missing].tolist()
+    res.firing[rule.code] = ctx.meter_id[missing].tolist()
     res.counts["missing"] = int(missing.sum())
     return res
 
@@ -193,17 +197,16 @@ def _estimation(ctx: MeterContext) -> CheckResult:
     for _m, _v, method in out.estimated:
         res.counts[f"method:{method}"] = res.counts.get(f"method:{method}", 0) + 1
     res.counts["estimation_failed"] = len(out.failed)
-    have = ctx.meter_id[ctx.has_end_read]
-    if len(have):
-        res.counts["superseded"] = E.supersede(ctx.conn, run.company_id, run.end, meter_ids=have.tolist())
+    res.counts["superseded"] = E.supersede(ctx.conn, run.company_id, run.end,
+                                           meter_range=(int(ctx.meter_id[0]), int(ctx.meter_id[-1])),
+                                           keep=ctx.meter_id[need].tolist())
     rule = run.config.rule(R.ESTIMATION_FAILED.code)
-    failed = {m for m, _ in out.failed}
     for m, why in out.failed:
         if rule.alert:
             res.events.append(AlertEvent(rule.code, rule.severity, m, run.end,
                                          f"{rule.description} ({run.period}): {why}", {"reason": why}, 1,
                                          period=run.period))
-    res.cleared[rule.code] = [int(m) for m in ctx.meter_id[ctx.in_service].tolist() if m not in failed]
+    res.firing[rule.code] = [m for m, _ in out.failed]
     est_rule = run.config.rule(R.ESTIMATED.code)
     if est_rule.alert:
         for m, v, method in out.estimated:
@@ -246,7 +249,7 @@ class BatchRun:
     def _loader_conn(self) -> psycopg.Connection:
         c = getattr(self._local, "conn", None)
         if c is None or c.closed:
-            c = psycopg.connect(self.dsn, autocommit=True, application_name="meterline-vee-loader")
+            c = psycopg.connect(self.dsn, autocommit=True, application_name="meterline-vee-loader", options=NO_JIT)
             self._local.conn = c
             with self._lock:
                 self._conns.append(c)
@@ -265,7 +268,7 @@ class BatchRun:
     # -- the run -----------------------------------------------------------------------------
     def run(self) -> RunSummary:
         t0 = time.perf_counter()
-        with psycopg.connect(self.dsn, autocommit=True, application_name="meterline-vee") as conn:
+        with psycopg.connect(self.dsn, autocommit=True, application_name="meterline-vee", options=NO_JIT) as conn:
             self.run_id = conn.execute(
                 """INSERT INTO vee_run (company_id, mode, period, starts_at, ends_at, created_by)
                    VALUES (%s, 'batch', %s, %s, %s, %s) RETURNING id""",
@@ -355,7 +358,7 @@ class BatchRun:
         summary.meters += n_m
         if n_m == 0:
             return
-        slot_of_row = np.minimum(np.searchsorted(m.id, r.meter), n_m - 1)
+        slot_of_row = _slots(m.id, r.meter)
         known = (m.id[slot_of_row] == r.meter) & (r.quantity == m.quantity[slot_of_row])
         bad = np.zeros(n_m, dtype=bool)
         for mid, (_ts, fin, _ini) in data.events.items():
@@ -372,9 +375,12 @@ class BatchRun:
             use = np.zeros(n_m, dtype=bool)
             use[slots] = True
             use &= ~bad
-            idx = np.flatnonzero(known & use[slot_of_row])
-            rd = r.take(idx)
-            slot = slot_of_row[idx]
+            keep = known & use[slot_of_row]
+            if keep.all():
+                rd, slot = r, slot_of_row
+            else:
+                idx = np.flatnonzero(keep)
+                rd, slot = r.take(idx), slot_of_row[idx]
             state = K.KernelState(0, self.config.history_days)
             state.add(n_m)
             state.modulus[:n_m] = m.modulus
@@ -493,9 +499,10 @@ class BatchRun:
             summary.alerts_opened += raised.opened
             summary.alerts_updated += raised.updated
             for cr in check_results:
-                for rule_code, meters in cr.cleared.items():
-                    summary.alerts_resolved += A.resolve_cleared(conn, rule_code, meter_ids=meters,
-                                                                 note=f"cleared by validation of {self.period}")
+                for rule_code, firing in cr.firing.items():
+                    summary.alerts_resolved += A.resolve_cleared(
+                        conn, rule_code, meter_range=(data.lo, data.hi), keep=firing, company_id=self.company_id,
+                        note=f"cleared by validation of {self.period}")
 
     # -- period-level checks -------------------------------------------------------------------
     def _books(self, conn: psycopg.Connection, summary: RunSummary) -> None:
@@ -622,6 +629,15 @@ class BatchRun:
 def _outlier_message(rule: R.Rule, ts: dt.datetime, tz: str = "UTC") -> str:
     local = ts.astimezone(ZoneInfo(tz))
     return f"{rule.description}; reading of {local.isoformat(timespec='minutes')} (decided by the next read)"
+
+
+def _slots(ids: np.ndarray, meter: np.ndarray) -> np.ndarray:
+    """Index into the sorted ``ids`` of each row's meter (rows sorted by meter: one search per run)."""
+    if len(meter) == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, meter[1:] != meter[:-1]])
+    found = np.minimum(np.searchsorted(ids, meter[starts]), len(ids) - 1)
+    return np.repeat(found, np.diff(np.r_[starts, len(meter)]))
 
 
 def _book_counts(book: np.ndarray, in_service: np.ndarray, has_end: np.ndarray) -> list[tuple[int, int, int]]:

@@ -76,11 +76,6 @@ SELECT m.id, m.company_id, m.quantity, m.register_modulus, m.multiplier,
 FROM meter m LEFT JOIN account a ON a.id = m.account_id JOIN company c ON c.id = m.company_id
 WHERE m.id = ANY(%s)"""
 
-_REPLAY_SQL = """
-SELECT r.meter_id, r.ts, r.value, r.status, r.source, r.quantity, r.received_at, r.committed_at
-FROM unnest(%s::bigint[], %s::smallint[], %s::timestamptz[], %s::timestamptz[]) AS x(meter_id, quantity, since, upto)
-JOIN reading r ON r.meter_id = x.meter_id AND r.quantity = x.quantity AND r.ts >= x.since AND r.ts <= x.upto
-ORDER BY r.meter_id, r.ts"""
 
 
 class IngestValidator:
@@ -108,6 +103,13 @@ class IngestValidator:
         self.names = FlagNames()
         self.run_ids: dict[int, int] = {}
         self.bad_slots: set[int] = set()
+        #: how long the list of meters with a standing estimate is trusted (estimates come from batch runs)
+        self.estimates_ttl_s = 60.0
+        self._estimates = np.zeros(0, dtype=np.int64)
+        self._estimates_at: float | None = None
+        self._index_size = -1
+        self._index_ids = np.zeros(0, dtype=np.int64)
+        self._index_slots = np.zeros(0, dtype=np.int64)
         self._queue: queue.Queue[Sequence[Reading] | None] = queue.Queue()
         self._waiting = 0
         self._cond = threading.Condition()
@@ -250,7 +252,7 @@ class IngestValidator:
         self.stats.batches += 1
         self.stats.readings += len(readings)
         now_us = columns.to_us(dt.datetime.now(UTC))
-        cols = columns.from_readings([list(readings)], now_us)
+        cols = _columns(readings, now_us)
         meter = cols.meter_id.copy()
         need_addr = {d for d, mid in zip(cols.device, meter.tolist()) if mid < 0 and d}
         if need_addr:
@@ -261,7 +263,7 @@ class IngestValidator:
                     meter[i] = info.meter_id
         ok = (meter >= 0) & (cols.ts != columns.BAD) & (cols.value != columns.BAD) & (cols.value >= 0)
         self._ensure_meters(conn, np.unique(meter[ok]))
-        slot = np.array([self.slot_of.get(m, -1) for m in meter.tolist()], dtype=np.int64)
+        slot = self._slots_of(meter)
         ok &= slot >= 0
         if self.bad_slots:
             ok &= ~np.isin(slot, list(self.bad_slots))
@@ -298,17 +300,20 @@ class IngestValidator:
         rd_inc = S.Readings(
             meter=meter[idx[inc]], ts=ts[inc], value=cols.value[idx[inc]], status=cols.status[idx[inc]].astype(np.int64),
             source=cols.source[idx[inc]].astype(np.int64), quantity=cols.quantity[idx[inc]].astype(np.int64),
-            received=cols.received[idx[inc]], committed=np.full(int(inc.sum()), now_us, dtype=np.int64))
+            received=cols.received[idx[inc]])
         slot_inc = slot[inc]
         emit_inc = np.ones(len(slot_inc), dtype=bool)
         parts = [(rd_inc, slot_inc, emit_inc)]
-        replay_keys: tuple[list[int], list[dt.datetime], list[int]] = ([], [], [])
+        replay_keys: tuple[list[int], list[int], list[int]] = ([], [], [])
         if len(cold_slots):
+            was_seen = st[cold_slots, K.S_HAS_LAST] == 1  # before the replay resets them
             rd_rep, slot_rep, emit_rep = self._replay(conn, cold_slots, first_ts[cold], upto[cold])
             parts.append((rd_rep, slot_rep, emit_rep))
-            e = np.flatnonzero(emit_rep)
-            replay_keys = (rd_rep.meter[e].tolist(), [from_us(int(t)) for t in rd_rep.ts[e]],
-                           rd_rep.quantity[e].tolist())
+            # verdicts given before exist only on reads of meters seen before (out of order)
+            if was_seen.any():
+                seen_slots = cold_slots[was_seen]
+                e = np.flatnonzero(emit_rep & np.isin(slot_rep, seen_slots))
+                replay_keys = (rd_rep.meter[e].tolist(), rd_rep.ts[e].tolist(), rd_rep.quantity[e].tolist())
         rd = S.Readings(*(np.concatenate([getattr(p[0], f) for p in parts]) for f in S.Readings.__slots__))  # type: ignore[attr-defined]
         slots = np.concatenate([p[1] for p in parts])
         emit = np.concatenate([p[2] for p in parts])
@@ -343,7 +348,7 @@ class IngestValidator:
             [rep.tolist(), from_us(int(rd.ts.min()))]).fetchall()
 
     def _write(self, conn: psycopg.Connection, company_id: int, rd: S.Readings, out: dict[str, np.ndarray],
-               rev: dict[str, np.ndarray], emit: np.ndarray, replay_keys) -> None:
+               rev: dict[str, np.ndarray], emit: np.ndarray, replay_keys) -> None:  # noqa: C901
         flags = out["flags"]
         vrows = verdicts(rd, out, emit, self.names)
         self.stats.flagged += len(vrows)
@@ -371,6 +376,8 @@ class IngestValidator:
                                          f"{rule.description}; reading of {ts.isoformat(timespec='minutes')} "
                                          "(decided by the next read)", {}, 1))
         acc = np.flatnonzero(emit & out["accepted"] & (rd.source != 11))
+        if len(acc):  # only meters with an estimate still standing can have one replaced
+            acc = acc[np.isin(rd.meter[acc], self._open_estimates(conn))]
         run_id = self._run_id(conn, company_id)
         keys = replay_keys if replay_keys[0] else None
         with conn.transaction():
@@ -385,6 +392,29 @@ class IngestValidator:
                 self.stats.alerts_updated += raised.updated
             if len(acc):
                 E.supersede_for_reads(conn, rd.meter[acc].tolist(), [from_us(int(t)) for t in rd.ts[acc]])
+
+    def _slots_of(self, meter: np.ndarray) -> np.ndarray:
+        """Slot of each meter id (-1: unknown), vectorized over a sorted index of known meters."""
+        if self._index_size != len(self.slot_of):
+            ids = np.fromiter(self.slot_of.keys(), np.int64, len(self.slot_of))
+            slots = np.fromiter(self.slot_of.values(), np.int64, len(self.slot_of))
+            order = np.argsort(ids)
+            self._index_ids, self._index_slots = ids[order], slots[order]
+            self._index_size = len(self.slot_of)
+        if len(self._index_ids) == 0:
+            return np.full(len(meter), -1, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self._index_ids, meter), len(self._index_ids) - 1)
+        return np.where(self._index_ids[pos] == meter, self._index_slots[pos], -1)
+
+    def _open_estimates(self, conn: psycopg.Connection) -> np.ndarray:
+        """Meters with an estimate not yet replaced (refreshed every ``estimates_ttl_s``)."""
+        now = time.monotonic()
+        if self._estimates_at is None or now - self._estimates_at > self.estimates_ttl_s:
+            ids = [m for (m,) in conn.execute(
+                "SELECT DISTINCT meter_id FROM reading_estimate WHERE superseded_at IS NULL").fetchall()]
+            self._estimates = np.array(sorted(ids), dtype=np.int64)
+            self._estimates_at = now
+        return self._estimates
 
     def _run_id(self, conn: psycopg.Connection, company_id: int) -> int:
         rid = self.run_ids.get(company_id)
@@ -448,22 +478,17 @@ class IngestValidator:
         self.state.reset(slots)
         since = first_ts - self.config.history_days * DAY_US
         meters = [self.meter_of_slot[int(s)] for s in slots]
-        rows = conn.execute(_REPLAY_SQL, [meters, self.quantity_of_slot[slots].tolist(),
-                                          [from_us(int(t)) for t in since],
-                                          [from_us(int(t)) for t in upto]]).fetchall()
-        n = len(rows)
-        rd = S.Readings(
-            meter=np.array([r[0] for r in rows], dtype=np.int64),
-            ts=np.array([columns.to_us(r[1]) for r in rows], dtype=np.int64),
-            value=np.array([r[2] for r in rows], dtype=np.int64),
-            status=np.array([r[3] for r in rows], dtype=np.int64),
-            source=np.array([r[4] for r in rows], dtype=np.int64),
-            quantity=np.array([r[5] for r in rows], dtype=np.int64),
-            received=np.array([columns.to_us(r[6]) for r in rows], dtype=np.int64),
-            committed=np.array([columns.to_us(r[7]) for r in rows], dtype=np.int64))
-        slot = np.array([self.slot_of[m] for m in rd.meter.tolist()], dtype=np.int64) if n else np.zeros(0, np.int64)
-        first_of_slot = dict(zip(slots.tolist(), first_ts.tolist()))
-        emit = rd.ts >= np.array([first_of_slot[s] for s in slot.tolist()], dtype=np.int64) if n else np.zeros(0, bool)
+        rd = S.fetch_meter_windows(conn, meters, self.quantity_of_slot[slots].tolist(), since.tolist(), upto.tolist())
+        if len(rd) == 0:
+            return rd, np.zeros(0, np.int64), np.zeros(0, bool)
+        starts = np.r_[True, rd.meter[1:] != rd.meter[:-1]]
+        run_meters = rd.meter[starts]
+        run_slots = np.array([self.slot_of[m] for m in run_meters.tolist()], dtype=np.int64)
+        lengths = np.diff(np.r_[np.flatnonzero(starts), len(rd)])
+        slot = np.repeat(run_slots, lengths)
+        first_of_slot = np.zeros(self.state.size, dtype=np.int64)
+        first_of_slot[slots] = first_ts
+        emit = rd.ts >= first_of_slot[slot]
         return rd, slot, emit
 
     def forget(self, meter_ids: Sequence[int] | None = None) -> None:
@@ -475,6 +500,43 @@ class IngestValidator:
         idx = [self.slot_of[m] for m in meter_ids if m in self.slot_of]
         if idx:
             self.state.reset(np.array(idx, dtype=np.int64))
+
+
+@dataclass(slots=True)
+class _Cols:
+    meter_id: np.ndarray
+    device: list[str | None]
+    ts: np.ndarray
+    value: np.ndarray
+    status: np.ndarray
+    source: np.ndarray
+    quantity: np.ndarray
+    received: np.ndarray
+
+
+def _columns(readings: Sequence[Reading], now_us: int) -> _Cols:
+    """The columns validation needs, from well-formed readings in one pass per field; anything
+    odd (naive times, non-integer values: the writer refused those) goes the writer's careful way."""
+    rs = readings if isinstance(readings, list) else list(readings)
+    n = len(rs)
+    try:
+        if any(type(r.value) is not int or r.ts.tzinfo is None or (r.received_at is not None
+                                                                   and r.received_at.tzinfo is None) for r in rs):
+            raise TypeError("odd reading")
+        ts = np.rint(np.fromiter((r.ts.timestamp() for r in rs), np.float64, n) * 1e6).astype(np.int64)
+        rec = np.fromiter((np.nan if r.received_at is None else r.received_at.timestamp() for r in rs), np.float64, n)
+        received = np.where(np.isnan(rec), now_us, np.rint(rec * 1e6)).astype(np.int64)
+        meter = np.fromiter((-1 if r.meter_id is None else r.meter_id for r in rs), np.int64, n)
+        return _Cols(meter_id=meter,
+                     device=[r.device if r.meter_id is None else None for r in rs] if (meter < 0).any() else [None] * n,
+                     ts=ts, value=np.fromiter((r.value for r in rs), np.int64, n),
+                     status=np.fromiter((r.status for r in rs), np.int64, n),
+                     source=np.fromiter((r.source for r in rs), np.int64, n),
+                     quantity=np.fromiter((r.quantity for r in rs), np.int64, n), received=received)
+    except (TypeError, ValueError, AttributeError, OverflowError):
+        c = columns.from_readings([rs], now_us)
+        return _Cols(c.meter_id, c.device, c.ts, c.value, c.status.astype(np.int64), c.source.astype(np.int64),
+                     c.quantity.astype(np.int64), c.received)
 
 
 def validate_committed(dsn: str, config: VeeConfig, readings: Sequence[Reading]) -> HookStats:

@@ -409,11 +409,11 @@ class KernelState:
         if self.size + n > len(self.S):
             self._grow(max(2 * len(self.S), self.size + n))
         idx = np.arange(self.size, self.size + n, dtype=np.int64)
+        self.reset(slice(self.size, self.size + n))
         self.size += n
-        self.reset(idx)
         return idx
 
-    def reset(self, idx: np.ndarray) -> None:
+    def reset(self, idx: np.ndarray | slice) -> None:
         """Forget what the slots knew (their meter facts and replacement events stay)."""
         events = self.S[idx][:, [S_EV_START, S_EV_COUNT]]
         self.S[idx] = 0

@@ -20,9 +20,10 @@ import psycopg
 from meterline.ingest.vee.localtime import to_us
 
 PG_EPOCH_US = 946_684_800_000_000
+#: SQL for a Unix-µs bigint as timestamptz (lists of integers cross the wire much cheaper than datetimes)
+US_TO_TS = "('1970-01-01 00:00:00+00'::timestamptz + {} * interval '1 microsecond')"
 
-_READING_DTYPE = np.dtype([("meter", ">i8"), ("ts", ">i8"), ("value", ">i8"), ("packed", ">i8"), ("received", ">i8"),
-                           ("committed", ">i8")])
+_READING_DTYPE = np.dtype([("meter", ">i8"), ("ts", ">i8"), ("value", ">i8"), ("packed", ">i8"), ("received", ">i8")])
 _METER_DTYPE = np.dtype([("id", ">i8"), ("quantity", ">i2"), ("modulus", ">i8"), ("multiplier", ">i4"),
                          ("active", ">i2"), ("in_service", ">i2"), ("group", ">i2"), ("book", ">i8"), ("account", ">i8"), ("combo", ">i4")])
 
@@ -31,7 +32,7 @@ GROUP_OF_PROTOCOL_SQL = "CASE m.protocol WHEN 'handheld' THEN 1 WHEN 'manual' TH
 READINGS_SQL = f"""
 SELECT string_agg(int8send(r.meter_id) || timestamptz_send(r.ts) || int8send(r.value)
                   || int8send((r.status::bigint << 16) | (r.source::bigint << 8) | r.quantity::bigint)
-                  || timestamptz_send(r.received_at) || timestamptz_send(r.committed_at), ''::bytea)
+                  || timestamptz_send(r.received_at), ''::bytea)
 FROM reading r
 WHERE r.company_id = %(company)s AND r.meter_id >= %(lo)s AND r.meter_id <= %(hi)s
   AND r.ts >= %(t0)s AND r.ts < %(t1)s"""
@@ -114,7 +115,6 @@ class Readings:
     source: np.ndarray
     quantity: np.ndarray
     received: np.ndarray
-    committed: np.ndarray
 
     def __len__(self) -> int:
         return len(self.meter)
@@ -131,20 +131,48 @@ def fetch_readings_blob(conn: psycopg.Connection, company_id: int, lo: int, hi: 
     return row[0] if row else None
 
 
+REPLAY_SQL = f"""
+SELECT string_agg(int8send(r.meter_id) || timestamptz_send(r.ts) || int8send(r.value)
+                  || int8send((r.status::bigint << 16) | (r.source::bigint << 8) | r.quantity::bigint)
+                  || timestamptz_send(r.received_at), ''::bytea)
+FROM unnest(%s::bigint[], %s::smallint[], %s::bigint[], %s::bigint[]) AS x(meter_id, quantity, since, upto)
+JOIN reading r ON r.meter_id = x.meter_id AND r.quantity = x.quantity
+ AND r.ts >= {US_TO_TS.format('x.since')} AND r.ts <= {US_TO_TS.format('x.upto')}"""
+
+
+def fetch_meter_windows(conn: psycopg.Connection, meters: list[int], quantities: list[int], since_us: list[int],
+                        upto_us: list[int]) -> Readings:
+    """The readings of each meter in its own window [since, upto] (µs), packed like a chunk."""
+    row = conn.execute(REPLAY_SQL, [meters, quantities, since_us, upto_us], binary=True).fetchone()
+    return parse_readings(row[0] if row else None)
+
+
 def parse_readings(buf: bytes | None) -> Readings:
     a = _be(buf, _READING_DTYPE)
     meter = a["meter"].astype(np.int64)
-    ts = a["ts"].astype(np.int64) + PG_EPOCH_US
+    ts = a["ts"].astype(np.int64)
+    ts += PG_EPOCH_US
+    if len(meter) > 1 and not _ordered(meter, ts):
+        # rows come in storage order (by time, then meter): a stable sort by meter keeps each
+        # meter's reads in time order (merging the runs is cheap); else sort by both
+        order = np.argsort(meter, kind="stable")
+        if not _ordered(meter[order], ts[order]):
+            order = np.lexsort((ts, meter))
+        a = a[order]
+        meter, ts = meter[order], ts[order]
     packed = a["packed"].astype(np.int64)
-    r = Readings(meter=meter, ts=ts, value=a["value"].astype(np.int64), status=(packed >> 16).astype(np.int64),
-                 source=((packed >> 8) & 0xFF).astype(np.int64), quantity=(packed & 0xFF).astype(np.int64),
-                 received=a["received"].astype(np.int64) + PG_EPOCH_US,
-                 committed=a["committed"].astype(np.int64) + PG_EPOCH_US)
-    if len(meter) > 1:
-        ordered = (meter[1:] > meter[:-1]) | ((meter[1:] == meter[:-1]) & (ts[1:] > ts[:-1]))
-        if not ordered.all():
-            r = r.take(np.lexsort((r.quantity, ts, meter)))
-    return r
+    received = a["received"].astype(np.int64)
+    received += PG_EPOCH_US
+    return Readings(meter=meter, ts=ts, value=a["value"].astype(np.int64), status=packed >> 16,
+                    source=(packed >> 8) & 0xFF, quantity=packed & 0xFF, received=received)
+
+
+def _ordered(meter: np.ndarray, ts: np.ndarray) -> bool:
+    dm = np.diff(meter)
+    if (dm < 0).any():
+        return False
+    same = dm == 0
+    return not (same & (ts[1:] <= ts[:-1])).any()
 
 
 def load_events(conn: psycopg.Connection, company_id: int, lo: int, hi: int) -> dict[int, tuple[np.ndarray, ...]]:
@@ -204,13 +232,13 @@ class ValidationRows:
 
 def write_validation(conn: psycopg.Connection, company_id: int, rows: ValidationRows, run_id: int | None,
                      clear: tuple[int, int, dt.datetime, dt.datetime] | None = None,
-                     clear_keys: tuple[list[int], list[dt.datetime], list[int]] | None = None) -> None:
+                     clear_keys: tuple[list[int], list[int], list[int]] | None = None) -> None:
     """Upsert verdicts in one transaction (a savepoint inside the caller's), keeping people's
     review decisions.
 
     ``clear`` = (lo, hi, t0, t1): readings of meters lo..hi in [t0, t1) were all re-evaluated;
     verdicts there not among ``rows`` are removed (or, where a person reviewed, cleared of flags).
-    ``clear_keys`` = (meter ids, timestamps, quantities) does the same for listed readings.
+    ``clear_keys`` = (meter ids, Unix µs timestamps, quantities) does the same for listed readings.
     """
     with conn.transaction():
         conn.execute(STAGE_VALIDATION)
@@ -233,7 +261,8 @@ def write_validation(conn: psycopg.Connection, company_id: int, rows: Validation
                         f"validated_at = now(), run_id = %s WHERE {where} AND v.review IS NOT NULL "
                         f"AND v.auto_state <> 'valid'", [run_id, *args])
         if clear_keys is not None and len(clear_keys[0]):
-            keys = "unnest(%s::bigint[], %s::timestamptz[], %s::smallint[]) AS k(meter_id, ts, quantity)"
+            keys = (f"(SELECT u.meter_id, {US_TO_TS.format('u.us')} AS ts, u.quantity "
+                    "FROM unnest(%s::bigint[], %s::bigint[], %s::smallint[]) AS u(meter_id, us, quantity)) AS k")
             match = f"v.meter_id = k.meter_id AND v.ts = k.ts AND v.quantity = k.quantity AND {not_staged}"
             cur.execute(f"DELETE FROM reading_validation v USING {keys} WHERE {match} AND v.review IS NULL",
                         list(clear_keys))
