@@ -16,7 +16,7 @@ from meterline.ingest.model import Source
 from meterline.ingest.vee import rules as R
 from meterline.ingest.vee.config import GROUP_CODE, VeeConfig
 from meterline.ingest.vee.kernel import NO_CONS, REVIEW_CODE
-from meterline.ingest.vee.localtime import from_us, local_day_minute
+from meterline.ingest.vee.localtime import from_us, local_day_minute, to_us
 from meterline.ingest.vee.store import Readings, ValidationRows
 from meterline.store.consumption import Kind
 
@@ -71,8 +71,6 @@ def apply_reviews(meter: np.ndarray, ts: np.ndarray, quantity: np.ndarray,
     override = np.zeros(n, dtype=np.int64)
     if not reviews or n == 0:
         return review, override
-    from meterline.ingest.vee.localtime import to_us
-
     lo = np.searchsorted(meter, [r[0] for r in reviews], side="left")
     hi = np.searchsorted(meter, [r[0] for r in reviews], side="right")
     for (mid, t, q, rv, corrected), a, b in zip(reviews, lo.tolist(), hi.tolist()):

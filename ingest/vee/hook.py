@@ -110,7 +110,7 @@ class IngestValidator:
         self._index_size = -1
         self._index_ids = np.zeros(0, dtype=np.int64)
         self._index_slots = np.zeros(0, dtype=np.int64)
-        self._queue: queue.Queue[Sequence[Reading] | None] = queue.Queue()
+        self._queue: queue.Queue[Sequence[Reading] | _Cols | None] = queue.Queue()
         self._waiting = 0
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -118,6 +118,7 @@ class IngestValidator:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> "IngestValidator":
+        K.warm_up()  # load the compiled kernel now, not on the first committed batch
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
         return self
@@ -165,6 +166,27 @@ class IngestValidator:
         self._queue.put(readings)
         return True
 
+    def on_commit(self, prepared: Any) -> None:
+        """The writer's ``on_commit`` callback: take a committed batch's columns (meter ids already
+        resolved by the writer, so nothing is converted twice) — the cheapest way to feed the hook::
+
+            writer = BatchingWriter(dsn, settings, on_commit=validator.on_commit)
+        """
+        meter, ts, value, received, _company, status, quantity, source = prepared.columns[:8]
+        n = len(meter)
+        if n == 0:
+            return
+        cols = _Cols(meter_id=meter, device=[None] * n, ts=ts, value=value, status=status.astype(np.int64),
+                     source=source.astype(np.int64), quantity=quantity.astype(np.int64), received=received)
+        with self._cond:
+            if self._waiting + n > self.queue_max:
+                self.stats.skipped_batches += 1
+                self.stats.skipped_readings += n
+                log.warning("VEE hook: %d readings waiting; batch of %d left to the batch run", self._waiting, n)
+                return
+            self._waiting += n
+        self._queue.put(cols)
+
     def after_commit(self, future: "Future[Any]", readings: Sequence[Reading]) -> None:
         """Validate ``readings`` once the writer's ``future`` resolves without error."""
         def done(f: "Future[Any]") -> None:
@@ -191,28 +213,47 @@ class IngestValidator:
                     break
                 batch.append(more)
                 n += len(more)
-            readings = [r for b in batch for r in b]
-            delay = 0.2
-            while True:
-                try:
-                    self.validate(readings)
-                    break
-                except psycopg.OperationalError as exc:
-                    log.warning("VEE hook: database unreachable (%s); retrying in %.1fs", exc, delay)
-                    if self._conn is not None:
-                        self._conn.close()
-                    time.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-                except Exception as exc:  # some meter's data breaks a rule: narrow down, record, go on
-                    self._isolate(readings, exc)
-                    break
-            with self._cond:
-                self._waiting -= n
-                self._cond.notify_all()
+            try:
+                self._validate_retrying(_merge(batch))
+            except Exception:  # never let the thread die with readings counted as waiting
+                log.exception("VEE hook: batch of %d readings could not be validated", n)
+                self.stats.failures += 1
+            finally:
+                with self._cond:
+                    self._waiting -= n
+                    self._cond.notify_all()
 
-    def _isolate(self, readings: Sequence[Reading], exc: BaseException) -> None:
-        """Validate the readings meter group by meter group (halving) to find the failing meters."""
-        keys = sorted({(r.meter_id if r.meter_id is not None else -1, r.device or "") for r in readings})
+    def _validate_retrying(self, batch: Sequence[Reading] | _Cols) -> None:
+        delay = 0.2
+        while True:
+            try:
+                self.validate(batch)
+                return
+            except psycopg.OperationalError as exc:
+                log.warning("VEE hook: database unreachable (%s); retrying in %.1fs", exc, delay)
+                if self._conn is not None:
+                    self._conn.close()
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except Exception as exc:  # some meter's data breaks a rule: narrow down, record, go on
+                self._isolate(batch, exc)
+                return
+
+    def _isolate(self, batch: Sequence[Reading] | _Cols, exc: BaseException) -> None:
+        """Validate the batch meter group by meter group (halving) to find the failing meters."""
+        if isinstance(batch, _Cols):
+            keys = [(int(m), "") for m in np.unique(batch.meter_id).tolist()]
+
+            def part(sel: set) -> Sequence[Reading] | _Cols:
+                return _take(batch, np.isin(batch.meter_id, [k[0] for k in sel]))
+        else:
+            def key(r: Reading) -> tuple[int, str]:
+                return (r.meter_id if r.meter_id is not None else -1, r.device or "")
+
+            keys = sorted({key(r) for r in batch})
+
+            def part(sel: set) -> Sequence[Reading] | _Cols:
+                return [r for r in batch if key(r) in sel]
         known = [k[0] for k in keys if k[0] >= 0]
         self.forget(known)  # their in-memory state may be half-updated: replay from the database
         if len(keys) <= 1:
@@ -225,19 +266,18 @@ class IngestValidator:
                     if meter_id is not None else None
                 S.record_failure(conn, self._run_id(conn, company[0]) if company else None,
                                  company[0] if company else None, meter_id, "ingest", exc,
-                                 {"readings": len(readings), "device": keys[0][1] if keys else None})
+                                 {"device": keys[0][1] if keys else None})
             except psycopg.Error:
                 log.exception("VEE hook: could not record the failure")
             return
         half = set(keys[: len(keys) // 2])
-        for part in ([r for r in readings if (r.meter_id if r.meter_id is not None else -1, r.device or "") in half],
-                     [r for r in readings if (r.meter_id if r.meter_id is not None else -1, r.device or "") not in half]):
+        for sub in (part(half), part(set(keys) - half)):
             try:
-                self.validate(part)
+                self.validate(sub)
             except psycopg.OperationalError:
                 raise
             except Exception as sub_exc:
-                self._isolate(part, sub_exc)
+                self._isolate(sub, sub_exc)
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
@@ -245,14 +285,14 @@ class IngestValidator:
         return self._conn
 
     # -- validating ----------------------------------------------------------------------------
-    def validate(self, readings: Sequence[Reading]) -> None:
+    def validate(self, readings: Sequence[Reading] | _Cols) -> None:
         """Validate committed readings now, on this validator's connection (the worker calls this)."""
         t0 = time.perf_counter()
         conn = self._connection()
         self.stats.batches += 1
-        self.stats.readings += len(readings)
         now_us = columns.to_us(dt.datetime.now(UTC))
-        cols = _columns(readings, now_us)
+        cols = readings if isinstance(readings, _Cols) else _columns(readings, now_us)
+        self.stats.readings += len(cols.meter_id)
         meter = cols.meter_id.copy()
         need_addr = {d for d, mid in zip(cols.device, meter.tolist()) if mid < 0 and d}
         if need_addr:
@@ -513,6 +553,9 @@ class _Cols:
     quantity: np.ndarray
     received: np.ndarray
 
+    def __len__(self) -> int:
+        return len(self.meter_id)
+
 
 def _columns(readings: Sequence[Reading], now_us: int) -> _Cols:
     """The columns validation needs, from well-formed readings in one pass per field; anything
@@ -537,6 +580,24 @@ def _columns(readings: Sequence[Reading], now_us: int) -> _Cols:
         c = columns.from_readings([rs], now_us)
         return _Cols(c.meter_id, c.device, c.ts, c.value, c.status.astype(np.int64), c.source.astype(np.int64),
                      c.quantity.astype(np.int64), c.received)
+
+
+def _take(c: _Cols, mask: np.ndarray) -> _Cols:
+    idx = np.flatnonzero(mask)
+    return _Cols(c.meter_id[idx], [c.device[i] for i in idx.tolist()], c.ts[idx], c.value[idx], c.status[idx],
+                 c.source[idx], c.quantity[idx], c.received[idx])
+
+
+def _merge(items: list[Any]) -> Sequence[Reading] | _Cols:
+    """One batch from queued items: reading lists and committed columns."""
+    if all(not isinstance(i, _Cols) for i in items):
+        return [r for b in items for r in b]
+    now_us = columns.to_us(dt.datetime.now(UTC))
+    parts = [i if isinstance(i, _Cols) else _columns(i, now_us) for i in items]
+    if len(parts) == 1:
+        return parts[0]
+    return _Cols(*(np.concatenate([getattr(p, f) for p in parts]) if f != "device"
+                   else [d for p in parts for d in p.device] for f in _Cols.__slots__))  # type: ignore[attr-defined]
 
 
 def validate_committed(dsn: str, config: VeeConfig, readings: Sequence[Reading]) -> HookStats:

@@ -484,7 +484,17 @@ def run(state: KernelState, rows: dict[str, np.ndarray], params: np.ndarray, ena
     return out, {k: v[:nrev] for k, v in rev.items()}
 
 
-def pending_open(state: KernelState, slots: np.ndarray) -> np.ndarray:
-    """Whether each slot ends with a read pending (held, waiting for the next read)."""
-    return state.S[slots, S_HAS_PEND] == 1
+def warm_up() -> None:
+    """Load (or compile, the first time on a machine) the kernel before timing-sensitive work."""
+    from meterline.ingest.vee.config import VeeConfig
 
+    cfg = VeeConfig()
+    params, enabled = cfg.param_table([(None, None)])
+    state = KernelState(1, cfg.history_days)
+    state.add(1)
+    n = 2
+    rows = {"slot": np.zeros(n, np.int64), "ts": np.array([0, DAY_US], np.int64), "value": np.array([0, 1], np.int64),
+            "status": np.zeros(n, np.int64), "pset": np.zeros(n, np.int64), "received": np.array([0, DAY_US], np.int64),
+            "lday": np.array([0, 1], np.int64), "lmin": np.zeros(n, np.int64), "emit": np.ones(n, np.bool_),
+            "review": np.zeros(n, np.int64), "override": np.zeros(n, np.int64)}
+    run(state, rows, params, enabled, cfg.actions())

@@ -39,7 +39,8 @@ def _registry(tmp_path: Path, conn: psycopg.Connection, dsn: str, company: Compa
     return play(path, conn, dsn, company.id, load_config(), "batch").meters
 
 
-def test_ingest_hook_behind_the_batching_writer(tmp_path: Path, conn: psycopg.Connection, db_dsn: str,
+@pytest.mark.parametrize("feed", ["on_commit", "after_commit"])
+def test_ingest_hook_behind_the_batching_writer(feed: str, tmp_path: Path, conn: psycopg.Connection, db_dsn: str,
                                                 company: Company) -> None:
     meters = _registry(tmp_path, conn, db_dsn, company, "meter A size=DN15\nmeter B size=DN15\n")
     t0 = local("2026-10-01T00:00")
@@ -53,12 +54,14 @@ def test_ingest_hook_behind_the_batching_writer(tmp_path: Path, conn: psycopg.Co
                                 received_at=ts + dt.timedelta(minutes=1))])
     validator = IngestValidator(db_dsn, load_config()).start()
     try:
-        with BatchingWriter(db_dsn, WriterSettings(batch_size=100, max_delay_ms=5, connections=1,
-                                                   future_tolerance_s=10**9)) as writer:
+        settings = WriterSettings(batch_size=100, max_delay_ms=5, connections=1, future_tolerance_s=10**9)
+        hook = validator.on_commit if feed == "on_commit" else None
+        with BatchingWriter(db_dsn, settings, on_commit=hook) as writer:
             validator.directory = writer.directory
             for b in batches:
                 fut = writer.submit(b)
-                validator.after_commit(fut, b)
+                if feed == "after_commit":
+                    validator.after_commit(fut, b)
                 fut.result(10)
         assert validator.flush(30)
     finally:
