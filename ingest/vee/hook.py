@@ -1,12 +1,16 @@
 """Validation in the ingest path: the same rules, run on each committed batch of readings.
 
-The ingest service hands every batch the writer committed to an :class:`IngestValidator`::
+The ingest service hands every batch the writer committed to an :class:`IngestValidator`,
+preferably as the writer's own columns (meter ids already resolved, nothing converted twice)::
 
-    validator = IngestValidator(dsn, config, directory=writer.directory).start()
-    future = writer.submit(readings)
-    validator.after_commit(future, readings)     # validated once (and only if) committed
+    validator = IngestValidator(dsn, config).start()
+    writer = BatchingWriter(dsn, settings, on_commit=validator.on_commit)
     ...
-    validator.close()                            # drains what is queued
+    writer.close(); validator.close()            # close drains what is queued
+
+or, for a writer it does not construct, per submission (the readings are converted again)::
+
+    validator.after_commit(writer.submit(readings), readings)   # validated once committed
 
 Nothing here blocks the writer: ``submit`` only queues (a batch beyond ``hook_queue_max``
 waiting readings is left to the batch run, counted and logged), and one background thread
