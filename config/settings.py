@@ -159,6 +159,33 @@ class SecuritySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class VeeSettings:
+    """Validation, estimation and editing of readings (``ingest.vee``)."""
+
+    #: the VEE rule file (rule groups, thresholds by use type and meter size); default: the
+    #: ``config/vee.toml`` shipped with meterline. A relative path is taken from the settings file's folder.
+    rules_file: Path | None = None
+    #: meters per chunk of a batch run (``meterline vee run``)
+    chunk_meters: int = 50_000
+    #: connections loading chunks while the previous one is evaluated
+    loaders: int = 2
+    #: readings the ingest hook may hold waiting; beyond, batches are left to the batch run (logged, counted)
+    hook_queue_max: int = 1_000_000
+    #: readings the ingest hook evaluates in one go at most
+    hook_batch_max: int = 100_000
+
+    def validate(self) -> list[str]:
+        problems = []
+        if self.chunk_meters < 1:
+            problems.append("chunk_meters must be >= 1")
+        if not 1 <= self.loaders <= 16:
+            problems.append("loaders must be between 1 and 16")
+        if self.hook_queue_max < 1 or self.hook_batch_max < 1:
+            problems.append("hook_queue_max and hook_batch_max must be >= 1")
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
 class CompaniesSettings:
     """Per-company configuration (``config.companies``): ``<dir>/<company code>/...``."""
 
@@ -214,6 +241,41 @@ class IngestSettings:
             kind = table.get("kind")
             if not isinstance(kind, str) or not kind.isidentifier():
                 problems.append(f"sources.{name}.kind: required, the source's kind (mqtt, coap, ...), got {kind!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class AlertSinkSettings:
+    """Where alert events go (``exporters.alert_sinks``); a sink without its address is off."""
+
+    #: MQTT broker for alert events; topic = mqtt_topic/<company>/<book or '-'>/<rule>
+    mqtt_host: str | None = None
+    mqtt_port: int = 1883
+    mqtt_topic: str = "meterline/alerts"
+    mqtt_qos: int = 1
+    #: HTTP webhook: POST JSON, header X-Meterline-Signature: sha256=<HMAC-SHA256 of timestamp.body>
+    webhook_url: str | None = None
+    #: environment variable holding the webhook's shared secret (never the secret itself in TOML)
+    webhook_secret_env: str = "METERLINE_ALERT_WEBHOOK_SECRET"
+    timeout_s: float = 5.0
+    #: delivery attempts per event and sink, with exponential backoff between them
+    retries: int = 5
+    backoff_s: float = 0.5
+    backoff_max_s: float = 30.0
+    #: how often the dispatcher looks for undelivered events
+    poll_s: float = 2.0
+
+    def validate(self) -> list[str]:
+        problems = []
+        if self.mqtt_qos not in (0, 1, 2):
+            problems.append("mqtt_qos must be 0, 1 or 2")
+        if not 1 <= self.mqtt_port <= 65535:
+            problems.append("mqtt_port must be a TCP port")
+        if self.webhook_url is not None and not self.webhook_url.startswith(("http://", "https://")):
+            problems.append("webhook_url must be an http:// or https:// URL")
+        if self.retries < 1 or self.backoff_s < 0 or self.backoff_max_s < self.backoff_s or self.timeout_s <= 0:
+            problems.append("retries >= 1, 0 <= backoff_s <= backoff_max_s and timeout_s > 0 are required")
+        if self.poll_s <= 0:
+            problems.append("poll_s must be positive")
         return problems
 
 
@@ -226,6 +288,8 @@ class Settings:
     companies: CompaniesSettings = field(default_factory=CompaniesSettings)
     wmbus: WMBusSettings = field(default_factory=WMBusSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
+    vee: VeeSettings = field(default_factory=VeeSettings)
+    alerts: AlertSinkSettings = field(default_factory=AlertSinkSettings)
     #: the file these settings were read from, if any (not a TOML key)
     source: Path | None = field(default=None, init=False, compare=False)
 

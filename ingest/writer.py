@@ -247,6 +247,8 @@ class _Connection:
         self.conn = conn
         self.owned = conn is None
         self.directory = directory or MeterDirectory()
+        #: called with each committed batch's Prepared columns (see BatchingWriter's on_commit)
+        self.on_commit: Callable[[Prepared], None] | None = None
         self.months: set[partitions.Month] = set()
         self.partitioned: bool | None = None
         self.staged = False
@@ -340,6 +342,11 @@ def _write_once(
             for sub in np.flatnonzero(staged).tolist():
                 # staged and not inserted: already stored by an earlier delivery
                 results[sub].duplicates += int(staged[sub]) - results[sub].written
+    if wc.on_commit is not None and p.rows:
+        try:
+            wc.on_commit(p)
+        except Exception:  # a consumer of committed batches must never break the writer
+            log.exception("writer on_commit hook failed")
     for res, group in zip(results, extra_dead):
         res.dead_letters += len(group)
     return results
@@ -443,10 +450,14 @@ class BatchingWriter:
         *,
         observer: Callable[[BatchStats], None] | None = None,
         name: str = "writer",
+        on_commit: Callable[[Prepared], None] | None = None,
     ) -> None:
         self.dsn = dsn
         self.settings = settings or WriterSettings()
         self.observer = observer
+        #: called in the writer thread right after each commit with the batch's columns
+        #: (``Prepared.columns``: meter ids resolved); must only hand them on (e.g. the VEE hook)
+        self.on_commit = on_commit
         self.name = name
         self._queue: queue.Queue[_Submission] = queue.Queue()
         self._pending = 0
@@ -545,6 +556,7 @@ class BatchingWriter:
 
     def _run(self) -> None:
         wc = _Connection(dsn=self.dsn, directory=self.directory)
+        wc.on_commit = self.on_commit
         try:
             while True:
                 batch = self._collect()
