@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import time
 
@@ -26,7 +25,6 @@ def configure(p: argparse.ArgumentParser) -> None:
     for name, verb in (("ack", "acknowledge"), ("resolve", "resolve")):
         a = sub.add_parser(name, help=f"{verb} alerts (records who and when)")
         a.add_argument("ids", nargs="+", type=int, metavar="ID")
-        a.add_argument("--by", default=None, help="who (default: the login name)")
         a.add_argument("--note", default=None)
     d = sub.add_parser("dispatch", help="deliver alert events to the configured MQTT topic and webhook")
     d.add_argument("--once", action="store_true", help="deliver what is pending and stop")
@@ -36,7 +34,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 def _list(ctx: Context, args: argparse.Namespace) -> int:
     company = ctx.company
     statuses = {"active": ("open", "acknowledged"), "all": A.STATUSES}.get(args.status, (args.status,))
-    with ctx.db.connection() as conn:
+    with ctx.db.connection(company_id=company.id) as conn:
         rows = A.list_alerts(conn, company.id, statuses=statuses, rule=args.rule, severity=args.severity,
                              book=args.book, assignee=args.assignee, limit=args.limit)
     if args.json:
@@ -56,10 +54,10 @@ def _list(ctx: Context, args: argparse.Namespace) -> int:
 
 def _transition(ctx: Context, args: argparse.Namespace) -> int:
     company = ctx.company
-    who = args.by or getpass.getuser()
+    who = ctx.login
     fn = A.acknowledge if args.action == "ack" else A.resolve
     failed = 0
-    with ctx.db.connection() as conn:
+    with ctx.db.connection(company_id=company.id) as conn:
         for alert_id in args.ids:
             try:
                 row = fn(conn, company.id, alert_id, who, args.note)
@@ -110,4 +108,5 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
             "metrics": _metrics}[args.action](ctx, args)
 
 
-COMMANDS = [Command("alerts", "alerts for metering supervisors: list, ack, resolve, dispatch, metrics", run, configure)]
+COMMANDS = [Command("alerts", "alerts for metering supervisors: list, ack, resolve, dispatch, metrics", run, configure,
+                   permission={"list": "alerts.read", "metrics": "alerts.read", "*": "alerts.manage"})]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import getpass
 import json
 from zoneinfo import ZoneInfo
 
@@ -28,7 +27,6 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="correct the reading (or estimate) to VALUE in the meter's display unit")
     r.add_argument("--reread", action="append", default=[], metavar="SERIAL@TIME",
                    help="keep the reading out of billing and ask for the meter to be read again")
-    r.add_argument("--by", default=None, help="who acts (default: the login name)")
     r.add_argument("--note", default=None)
     f = sub.add_parser("figures", help="reading rate, estimated and corrected shares, entry lead time per book "
                                        "and reader")
@@ -60,9 +58,9 @@ def _target(text: str, tz: str) -> tuple[str, dt.datetime, str | None]:
 def _review(ctx: Context, args: argparse.Namespace) -> int:
     company = ctx.company
     config = config_for(ctx.settings)
-    who = args.by or getpass.getuser()
+    who = ctx.login
     zone = ZoneInfo(company.timezone)
-    with ctx.db.connection() as conn:
+    with ctx.db.connection(company_id=company.id) as conn:
         for kind, items in (("approve", args.approve), ("override", args.override), ("reread", args.reread)):
             for item in items:
                 serial, ts, value = _target(item, company.timezone)
@@ -99,7 +97,7 @@ def _pct(x: float | None) -> str:
 def _figures(ctx: Context, args: argparse.Namespace) -> int:
     company = ctx.company
     config = config_for(ctx.settings)
-    with ctx.db.connection() as conn:
+    with ctx.db.connection(company_id=company.id) as conn:
         figs = F.book_figures(conn, company.id, args.period, company.timezone, config, args.book)
     if args.json:
         for f in figs:
@@ -129,7 +127,7 @@ def _figures(ctx: Context, args: argparse.Namespace) -> int:
 def _actions(ctx: Context, args: argparse.Namespace) -> int:
     company = ctx.company
     zone = ZoneInfo(company.timezone)
-    with ctx.db.connection() as conn:
+    with ctx.db.connection(company_id=company.id) as conn:
         rows = RV.history(conn, company.id, args.meter, args.limit)
     t = Table(title="review actions")
     for col in ("id", "meter", "reading time", "target", "action", "by", "at", "before → after", "note"):
@@ -147,4 +145,6 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
 
 
 COMMANDS = [Command("readings", "reading review for billing (approve / override / re-read) and reading figures",
-                    run, configure)]
+                    run, configure, permission=lambda a: "readings.read" if a.action != "review" or not (
+                        getattr(a, "approve", False) or getattr(a, "override", None) or getattr(a, "reread", None))
+                    else "readings.review")]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import re
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -21,7 +20,6 @@ def configure(p: argparse.ArgumentParser) -> None:
                                    "reads, raise alerts (re-running a period is safe)")
     r.add_argument("--period", required=True, metavar="YYYY-MM", help="billing period, cut in the company's zone")
     r.add_argument("--chunk", type=int, default=None, help="meters per chunk (default: setting vee.chunk_meters)")
-    r.add_argument("--by", default=None, help="who runs it (default: the login name)")
     s = sub.add_parser("runs", help="recent validation runs and their figures")
     s.add_argument("--limit", type=int, default=10)
     sub.add_parser("rules", help="the rules, their severity, action and alert, per source group")
@@ -43,7 +41,7 @@ def _run(ctx: Context, args: argparse.Namespace) -> int:
 
         summary = run_period(db.dsn, company.id, company.code, company.timezone, args.period, config,
                              chunk_meters=args.chunk or s.chunk_meters, loaders=s.loaders,
-                             actor=args.by or getpass.getuser(), progress=report)
+                             actor=ctx.login, progress=report)
     c = ctx.console
     c.print(f"VEE run {summary.run_id} for {company.code} {args.period}: {summary.meters:,} meters, "
             f"{summary.readings:,} readings in {summary.seconds:.1f}s")
@@ -69,7 +67,7 @@ def _run(ctx: Context, args: argparse.Namespace) -> int:
 
 def _runs(ctx: Context, args: argparse.Namespace) -> int:
     company = ctx.company
-    with ctx.db.connection() as conn:
+    with ctx.db.connection(company_id=company.id) as conn:
         rows = conn.execute(
             """SELECT id, mode, period, status, started_at, finished_at, stats, created_by,
                       (SELECT count(*) FROM vee_failure f WHERE f.run_id = r.id)
@@ -106,4 +104,5 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
     return {"run": _run, "runs": _runs, "rules": _rules}[args.action](ctx, args)
 
 
-COMMANDS = [Command("vee", "validation, estimation and alerts over a period (batch run)", run, configure)]
+COMMANDS = [Command("vee", "validation, estimation and alerts over a period (batch run)", run, configure,
+                   permission={"run": "readings.review", "*": "readings.read"})]

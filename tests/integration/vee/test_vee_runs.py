@@ -178,6 +178,7 @@ def env(monkeypatch: pytest.MonkeyPatch, db_dsn: str, tmp_path: Path) -> str:
     monkeypatch.setenv("METERLINE_DSN", db_dsn)
     monkeypatch.setenv("METERLINE_COMPANY", "acme")
     monkeypatch.setenv("COLUMNS", "250")
+    monkeypatch.setenv("METERLINE_USER", "qian")  # who acts: recorded on alerts and review actions
     monkeypatch.delenv("METERLINE_CONFIG", raising=False)
     monkeypatch.chdir(tmp_path)
     return db_dsn
@@ -187,16 +188,16 @@ def test_command_line(env: str, tmp_path: Path, conn: psycopg.Connection, compan
                       capsys: pytest.CaptureFixture[str]) -> None:
     meters = _registry(tmp_path, conn, env, company, THREE.replace("meter C size=DN15", "meter C size=DN15 book=B9"))
     conn.execute("TRUNCATE reading_validation, alert_event, alert, reading_estimate, vee_failure, vee_run CASCADE")
-    assert main(["vee", "run", "--period", "2026-10", "--by", "qian"]) == 0
+    assert main(["vee", "run", "--period", "2026-10"]) == 0
     out = capsys.readouterr().out
     assert "3 meters" in out and "rejected 1" in out and "alerts opened" in out
     assert main(["alerts", "list"]) == 0
     out = capsys.readouterr().out
     assert "isolated_outlier" in out and "missing_reads" in out and "计量主管-钱敏" in out
     ids = [r for (r,) in conn.execute("SELECT id FROM alert ORDER BY id")]
-    assert main(["alerts", "ack", str(ids[0]), "--by", "qian"]) == 0
-    assert main(["alerts", "resolve", str(ids[0]), "--by", "qian", "--note", "telegram noise"]) == 0
-    assert main(["alerts", "ack", str(ids[0]), "--by", "qian"]) == 1
+    assert main(["alerts", "ack", str(ids[0])]) == 0
+    assert main(["alerts", "resolve", str(ids[0]), "--note", "telegram noise"]) == 0
+    assert main(["alerts", "ack", str(ids[0])]) == 1
     assert "is resolved: cannot acknowledge" in capsys.readouterr().out
     assert main(["alerts", "metrics"]) == 0
     assert "meterline_alerts_open{" in capsys.readouterr().out
@@ -204,7 +205,7 @@ def test_command_line(env: str, tmp_path: Path, conn: psycopg.Connection, compan
     out = capsys.readouterr().out
     assert "S-C" in out
     assert main(["readings", "review", "--book", "B1", "--period", "2026-10",
-                 "--approve", "S-A@2026-10-05T12:00", "--by", "qian"]) == 0
+                 "--approve", "S-A@2026-10-05T12:00"]) == 0
     out = capsys.readouterr().out
     assert "approve S-A 2026-10-05 12:00 (reading) by qian: recorded" in out
     assert conn.execute("SELECT review, reviewed_by FROM reading_validation WHERE meter_id = %s",
