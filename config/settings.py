@@ -241,6 +241,7 @@ class IngestSettings:
             kind = table.get("kind")
             if not isinstance(kind, str) or not kind.isidentifier():
                 problems.append(f"sources.{name}.kind: required, the source's kind (mqtt, coap, ...), got {kind!r}")
+        return problems
 
 
 @dataclass(frozen=True, slots=True)
