@@ -7,6 +7,9 @@
 -- Roles belong to the whole server. The role is created when the migrating user may create
 -- roles; otherwise the grants are skipped with a notice (create the role and re-grant by hand:
 -- see README "Ledger and payments").
+-- rebuilding the maintained balances is for the owner (an operator running `ledger check --repair`)
+REVOKE EXECUTE ON FUNCTION ledger_rebuild_balances() FROM PUBLIC;
+
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'meterline_app') THEN
