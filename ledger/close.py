@@ -69,13 +69,13 @@ def day_summary(conn: psycopg.Connection, company_id: int, day: dt.date, channel
                  GROUP BY e.kind ORDER BY e.kind""", p).fetchall()}
     receipts: dict[str, Any] = {}
     if channel in ("*", "counter"):
-        rscope = " AND cashier = %(cashier)s" if cashier != "*" else ""
+        rscope = " AND {t}cashier = %(cashier)s" if cashier != "*" else ""
         used = conn.execute(
-            f"""SELECT prefix, number FROM receipt WHERE company_id = %(company)s AND business_day = %(day)s {rscope}
+            f"""SELECT prefix, number FROM receipt WHERE company_id = %(company)s AND business_day = %(day)s {rscope.format(t="")}
                  ORDER BY prefix, number""", p).fetchall()
         voided = conn.execute(
             f"""SELECT v.prefix, v.number, v.reason FROM receipt_void v JOIN receipt r USING (company_id, prefix, number)
-                 WHERE v.company_id = %(company)s AND v.business_day = %(day)s {rscope.replace('cashier', 'r.cashier')}
+                 WHERE v.company_id = %(company)s AND v.business_day = %(day)s {rscope.format(t="r.")}
                  ORDER BY 1, 2""", p).fetchall()
         receipts = {"used": [f"{a}{b}" for a, b in used], "voided": [{"receipt": f"{a}{b}", "reason": r} for a, b, r in voided]}
     net_cash = sum(v["cash"] for v in by_kind.values())

@@ -3,12 +3,14 @@
 For every open bill whose due date plus grace days is before the run day, a run charges the
 days since the bill's last charge (or since due date + grace) through the run day:
 
-    fee = round(open principal × daily rate × days)        (rounded once, per policy)
-    fee = min(fee, cap × bill principal − late fees already charged on the bill)
+    accrual = open principal × daily rate × days           (exact, in millionths of a fen)
+    owed    = round(all accruals of the bill so far)       (rounded once, per policy)
+    fee     = min(owed, cap × bill principal) − late fees already charged on the bill
 
-where the open principal is the bill item's open amount on the run day. An accrual below
-``min_charge`` is not posted and its days stay uncharged, so the next run charges them (nothing
-is lost to rounding small daily amounts to zero). Each charge is a late-fee item of the bill
+where the open principal is the bill item's open amount on the run day. Because the rounding is
+applied to the bill's running total, daily charges never drift from the exact sum (3‰ of 1.00
+yuan for ten days is 3 fen, not ten roundings). A fee below ``min_charge`` is not posted and
+its days stay uncharged, so the next run charges them. Each charge is a late-fee item of the bill
 (due with the bill, so allocation keeps it next to its principal) with ``accrued_through`` set
 to the run day; one entry per account and run: Dr ``AR:<account>``, Cr ``INC:late_fee``.
 
@@ -35,27 +37,28 @@ log = logging.getLogger(__name__)
 _RUN = """
 WITH bills AS MATERIALIZED (
     SELECT i.id AS item_id, i.bill_id, i.account_id, i.amount AS principal, i.amount - i.settled AS open, i.due_date,
-           coalesce(lf.through, i.due_date + %(grace)s) AS through, coalesce(lf.charged, 0) AS charged
+           coalesce(lf.through, i.due_date + %(grace)s) AS through, coalesce(lf.charged, 0) AS charged,
+           coalesce(lf.accrued, 0) AS accrued
       FROM receivable_item i
-      LEFT JOIN LATERAL (SELECT max(accrued_through) AS through, sum(amount) AS charged
+      LEFT JOIN LATERAL (SELECT max(accrued_through) AS through, sum(amount)::bigint AS charged, sum(accrual)::bigint AS accrued
                            FROM receivable_item f WHERE f.bill_id = i.bill_id AND f.kind = 'late_fee') lf ON true
      WHERE i.company_id = %(company)s AND i.kind = 'bill' AND i.status = 'open' AND i.settled < i.amount
        AND i.due_date + %(grace)s < %(run_day)s
 ),
 fees AS MATERIALIZED (
-    SELECT b.*, %(run_day)s - b.through AS days,
-           CASE WHEN %(half_up)s THEN (b.open * %(ppm)s * (%(run_day)s - b.through) + 500000) / 1000000
-                ELSE (b.open * %(ppm)s * (%(run_day)s - b.through)) / 1000000 END AS raw
+    SELECT b.*, b.open * %(ppm)s * (%(run_day)s - b.through) AS accrual,
+           CASE WHEN %(half_up)s THEN (b.accrued + b.open * %(ppm)s * (%(run_day)s - b.through) + 500000) / 1000000
+                ELSE (b.accrued + b.open * %(ppm)s * (%(run_day)s - b.through)) / 1000000 END AS due_total
       FROM bills b WHERE b.through < %(run_day)s
 ),
 charged AS MATERIALIZED (
-    SELECT f.*, CASE WHEN %(cap_ppm)s::bigint IS NULL THEN f.raw
-                     ELSE least(f.raw, f.principal * %(cap_ppm)s::bigint / 1000000 - f.charged) END AS fee
-      FROM fees f WHERE f.raw >= %(min_charge)s
+    SELECT f.*, CASE WHEN %(cap_ppm)s::bigint IS NULL THEN f.due_total
+                     ELSE least(f.due_total, f.principal * %(cap_ppm)s::bigint / 1000000) END - f.charged AS fee
+      FROM fees f
 ),
 per_account AS MATERIALIZED (
     SELECT account_id, sum(fee)::bigint AS amount, nextval('journal_entry_id_seq') AS entry_id
-      FROM charged WHERE fee > 0 GROUP BY account_id
+      FROM charged WHERE fee >= %(min_charge)s GROUP BY account_id
 ),
 je AS (
     INSERT INTO journal_entry (id, company_id, booked_on, kind, ref_type, ref_id, idempotency_key, created_by, memo)
@@ -70,12 +73,13 @@ po AS (
     SELECT entry_id, 2, %(company)s, 'INC:late_fee', -amount FROM per_account
 ),
 ri AS (
-    INSERT INTO receivable_item (company_id, account_id, kind, bill_id, entry_id, amount, due_date, accrued_through)
-    SELECT %(company)s, c.account_id, 'late_fee', c.bill_id, p.entry_id, c.fee, c.due_date, %(run_day)s
-      FROM charged c JOIN per_account p USING (account_id) WHERE c.fee > 0
+    INSERT INTO receivable_item (company_id, account_id, kind, bill_id, entry_id, amount, due_date, accrued_through,
+                                 accrual)
+    SELECT %(company)s, c.account_id, 'late_fee', c.bill_id, p.entry_id, c.fee, c.due_date, %(run_day)s, c.accrual
+      FROM charged c JOIN per_account p USING (account_id) WHERE c.fee >= %(min_charge)s
 )
-SELECT count(*) FILTER (WHERE fee > 0), coalesce(sum(fee) FILTER (WHERE fee > 0), 0)::bigint,
-       coalesce(array_agg(DISTINCT account_id) FILTER (WHERE fee > 0), '{}')
+SELECT count(*) FILTER (WHERE fee >= %(min_charge)s), coalesce(sum(fee) FILTER (WHERE fee >= %(min_charge)s), 0)::bigint,
+       coalesce(array_agg(DISTINCT account_id) FILTER (WHERE fee >= %(min_charge)s), '{}')
   FROM charged
 """
 

@@ -86,14 +86,17 @@ class LateFeePolicy:
             problems.append("min_charge must be >= 1")
         return problems
 
-    def fee(self, open_principal: int, days: int) -> int:
-        """The accrual on ``open_principal`` for ``days`` days, rounded once (before the cap)."""
+    def accrual(self, open_principal: int, days: int) -> int:
+        """Exact accrual on ``open_principal`` for ``days`` days, in millionths of a minor unit."""
         if days <= 0 or open_principal <= 0:
             return 0
-        num = open_principal * self.rate_ppm * days
+        return open_principal * self.rate_ppm * days
+
+    def owed(self, accrued: int) -> int:
+        """A bill's total accrual rounded to the minor unit (before the cap)."""
         if self.rounding == "half_up":
-            return (num + 500_000) // 1_000_000
-        return num // 1_000_000
+            return (accrued + 500_000) // 1_000_000
+        return accrued // 1_000_000
 
     def cap_amount(self, principal: int) -> int | None:
         """Most late fees a bill of ``principal`` may carry in total (rounded down), None: no cap."""

@@ -268,11 +268,13 @@ CREATE TABLE receivable_item (
     settled         bigint NOT NULL DEFAULT 0,
     due_date        date NOT NULL,                        -- late fees carry their bill's due date
     accrued_through date,                                 -- late fees: last day charged
+    accrual         bigint,                               -- late fees: exact accrual of its days, in
+                                                          -- millionths of a minor unit (rounding stays exact)
     status          text NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'reversed', 'written_off')),
     created_at      timestamptz NOT NULL DEFAULT now(),
     CHECK (settled BETWEEN 0 AND amount),
     CHECK ((kind IN ('bill', 'late_fee')) = (bill_id IS NOT NULL)),
-    CHECK ((kind = 'late_fee') = (accrued_through IS NOT NULL))
+    CHECK ((kind = 'late_fee') = (accrued_through IS NOT NULL AND accrual IS NOT NULL))
 );
 CREATE UNIQUE INDEX receivable_item_bill_idx ON receivable_item (bill_id) WHERE kind = 'bill';
 CREATE INDEX receivable_item_late_fee_idx ON receivable_item (bill_id, accrued_through) WHERE kind = 'late_fee';
