@@ -247,8 +247,8 @@ def build_context(db: Database, channels: ChannelsConfig, policies: PolicyBook |
 
 
 _STATUS = [
-    (NotFound, 404), (PaymentConflict, 409), (InvalidPayment, 422), (SignatureError, 401), (DayClosed, 409),
-    (NothingToDo, 409), (ReceiptRangeError, 409), (ApprovalError, 403), (LedgerError, 409), (MeterlineError, 422),
+    (NotFound, 404), (PaymentConflict, 409), (InvalidPayment, 400), (SignatureError, 401), (DayClosed, 409),
+    (NothingToDo, 409), (ReceiptRangeError, 409), (ApprovalError, 403), (LedgerError, 409), (MeterlineError, 400),
 ]
 
 
@@ -366,7 +366,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return ctx.run(caller.company.id, work)
 
     @app.post("/v1/bank/payments", response_model=PaymentOut, tags=["bank"],
-              responses={409: {"model": ErrorOut}, 422: {"model": ErrorOut}})
+              responses={409: {"model": ErrorOut}, 400: {"model": ErrorOut}})
     def bank_pay(body: BankPayIn, caller: Annotated[Caller, Depends(need("bank"))]) -> PaymentOut:
         def work(conn: psycopg.Connection) -> PaymentOut:
             account_id = None
@@ -496,7 +496,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     # -- prepaid meters ----------------------------------------------------------------------
     @app.post("/v1/prepaid/topups", response_model=PaymentOut, tags=["prepaid"],
-              responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 422: {"model": ErrorOut}})
+              responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 400: {"model": ErrorOut}})
     def prepaid_topup(body: TopUpIn, caller: Annotated[Caller, Depends(need("prepaid"))]) -> PaymentOut:
         def work(conn: psycopg.Connection) -> PaymentOut:
             account_id, _ = resolve_account(conn, caller.company.id, body.account_code)
