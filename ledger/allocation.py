@@ -64,20 +64,28 @@ def order_sql(policy: AllocationPolicy, alias: str = "i") -> str:
 
 
 def allocation_sql(policy: AllocationPolicy, sources: str) -> str:
-    """CTEs ``items``, ``srcs`` and ``alloc`` (a WITH-list fragment, without the WITH).
+    """CTEs ``locked``, ``items``, ``srcs`` and ``alloc`` (a WITH-list fragment, without the WITH).
+
+    The open items are locked (``FOR UPDATE``, in id order like every allocating operation) by the
+    statement that reads them: a concurrent payment to the same account waits, then sees what
+    this one settled.
 
     ``sources`` names a relation with ``(src_no, account_id, amount, entry_id, payment_id)``,
     taken in ``src_no`` order per account. ``alloc`` has ``(entry_id, payment_id, item_id,
-    amount)``. Expects ``%(company)s`` among the parameters.
+    amount)``. Expects ``%(company)s`` and ``%(accounts)s`` (the sources' account ids, an array:
+    an index condition, whatever the planner thinks of the sources' size) among the parameters.
     """
     return f"""
+locked AS MATERIALIZED (
+    SELECT id, account_id, kind, bill_id, due_date, amount, settled FROM receivable_item
+     WHERE company_id = %(company)s AND status = 'open' AND settled < amount AND account_id = ANY(%(accounts)s::bigint[])
+     ORDER BY id FOR UPDATE
+),
 items AS MATERIALIZED (
     SELECT i.id, i.account_id, i.amount - i.settled AS open,
            sum(i.amount - i.settled) OVER (PARTITION BY i.account_id ORDER BY {order_sql(policy)}
                                            ROWS UNBOUNDED PRECEDING) AS cum
-      FROM receivable_item i
-     WHERE i.company_id = %(company)s AND i.status = 'open' AND i.settled < i.amount
-       AND i.account_id IN (SELECT account_id FROM {sources} WHERE account_id IS NOT NULL)
+      FROM locked i
 ),
 srcs AS MATERIALIZED (
     SELECT entry_id, payment_id, account_id, amount,

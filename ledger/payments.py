@@ -11,8 +11,9 @@ benchmark): :func:`record_payments` takes a batch, and per chunk runs one statem
    Cr ``PREPAID:<account>`` the rest, or ``SUSPENSE:<channel>`` when no account matched), the
    payment rows with their channel's evidence, the allocations, and the items' settled amounts.
 
-The open items are locked first (``FOR UPDATE`` in id order, as every allocating operation
-does), so concurrent payments to one account queue instead of settling the same item twice.
+The open items are locked as they are read (``FOR UPDATE`` in id order, as every allocating
+operation does), so concurrent payments to one account queue instead of settling the same item
+twice.
 A payment replayed with a different amount or account is a conflict: reported per payment by
 :func:`record_payments`, raised by :func:`record_payment`.
 """
@@ -29,7 +30,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from meterline.ledger import chart
-from meterline.ledger.allocation import LOCK_ITEMS_SQL, allocation_sql
+from meterline.ledger.allocation import allocation_sql
 from meterline.ledger.errors import DayClosed, InvalidPayment, PaymentConflict
 from meterline.ledger.journal import company_info
 from meterline.ledger.policy import AllocationPolicy
@@ -104,47 +105,30 @@ class PaymentRecord:
     replay: bool = False
 
 
-def _payment_sql(policy: AllocationPolicy) -> str:
+def _write_sql(numbered: str, alloc: str) -> str:
+    """The writing half: entries, payments, postings, allocations, settled amounts.
+
+    ``numbered`` has the new payments with their ``entry_id``, ``payment_id`` and ``booked_on``;
+    ``alloc`` their allocations ``(entry_id, payment_id, item_id, amount)``.
+    """
     return f"""
-WITH input AS MATERIALIZED (
-    SELECT u.* FROM unnest(%(ext)s::text[], %(acct)s::bigint[], %(amount)s::bigint[], %(received)s::timestamptz[],
-                           %(cash)s::text[], %(cashier)s::text[], %(tender)s::text[], %(evidence)s::jsonb[])
-         WITH ORDINALITY AS u(ext, account_id, amount, received_at, cash_account, cashier, tender, evidence, src_no)
-),
-fresh AS MATERIALIZED (
-    SELECT DISTINCT ON (i.ext) i.* FROM input i
-     WHERE NOT EXISTS (SELECT 1 FROM payment p
-                        WHERE p.company_id = %(company)s AND p.channel = %(channel)s AND p.external_id = i.ext)
-     ORDER BY i.ext, i.src_no
-),
-days AS MATERIALIZED (
-    SELECT d.day, d.cashier, ledger_open_day(%(company)s, d.day, %(channel)s, d.cashier) AS booked_on
-      FROM (SELECT DISTINCT (received_at AT TIME ZONE %(tz)s)::date AS day, cashier FROM fresh) d
-),
-numbered AS MATERIALIZED (
-    SELECT f.*, dd.booked_on,
-           nextval('journal_entry_id_seq') AS entry_id, nextval('payment_id_seq') AS payment_id
-      FROM fresh f
-      JOIN days dd ON dd.day = (f.received_at AT TIME ZONE %(tz)s)::date AND dd.cashier IS NOT DISTINCT FROM f.cashier
-),
-{allocation_sql(policy, "numbered")},
 paysum AS MATERIALIZED (
     SELECT n.*, coalesce(a.allocated, 0) AS allocated
-      FROM numbered n LEFT JOIN (SELECT entry_id, sum(amount) AS allocated FROM alloc GROUP BY entry_id) a USING (entry_id)
+      FROM {numbered} n LEFT JOIN (SELECT entry_id, sum(amount) AS allocated FROM {alloc} GROUP BY entry_id) a USING (entry_id)
 ),
 je AS (
     INSERT INTO journal_entry (id, company_id, booked_on, kind, ref_type, ref_id, idempotency_key,
                                created_by, channel, cashier)
     SELECT entry_id, %(company)s, booked_on, 'payment', 'payment', payment_id,
            'pay:' || %(channel)s || ':' || ext, %(by)s, %(channel)s, cashier
-      FROM numbered
+      FROM {numbered}
 ),
 pm AS (
     INSERT INTO payment (id, company_id, channel, external_id, account_id, amount, received_at, booked_on,
                          entry_id, evidence, created_by, cash_account, tender)
     SELECT payment_id, %(company)s, %(channel)s, ext, account_id, amount, received_at, booked_on,
            entry_id, evidence, %(by)s, cash_account, tender
-      FROM numbered
+      FROM {numbered}
 ),
 po AS (
     INSERT INTO posting (entry_id, line_no, company_id, account_code, amount)
@@ -158,21 +142,83 @@ po AS (
 ),
 al AS (
     INSERT INTO allocation (company_id, entry_id, item_id, payment_id, source, amount)
-    SELECT %(company)s, entry_id, item_id, payment_id, 'payment', amount FROM alloc
+    SELECT %(company)s, entry_id, item_id, payment_id, 'payment', amount FROM {alloc}
 ),
 up AS (
     UPDATE receivable_item i SET settled = i.settled + a.amount
-      FROM (SELECT item_id, sum(amount) AS amount FROM alloc GROUP BY item_id) a
+      FROM (SELECT item_id, sum(amount) AS amount FROM {alloc} GROUP BY item_id) a
      WHERE i.id = a.item_id
 )
 SELECT count(*),
        coalesce(sum(amount), 0)::bigint,
        coalesce(sum(allocated), 0)::bigint,
        coalesce(sum(amount - allocated) FILTER (WHERE account_id IS NOT NULL), 0)::bigint,
-       coalesce(sum(amount) FILTER (WHERE account_id IS NULL), 0)::bigint,
-       (SELECT count(*) FROM input)
+       coalesce(sum(amount) FILTER (WHERE account_id IS NULL), 0)::bigint
   FROM paysum
 """
+
+
+def _payment_sql(policy: AllocationPolicy) -> str:
+    """One statement for a small batch (one round trip; the API's path)."""
+    return f"""
+WITH input AS MATERIALIZED (
+    SELECT u.* FROM unnest(%(ext)s::text[], %(acct)s::bigint[], %(amount)s::bigint[], %(received)s::timestamptz[],
+                           %(cash)s::text[], %(cashier)s::text[], %(tender)s::text[], %(evidence)s::jsonb[])
+         WITH ORDINALITY AS u(ext, account_id, amount, received_at, cash_account, cashier, tender, evidence, src_no)
+),
+{_NUMBER.format(source="input")},
+{allocation_sql(policy, "numbered")},
+{_write_sql("numbered", "alloc")}
+"""
+
+
+# replays (already recorded, or repeated in the batch) dropped; booked on the first open day
+_NUMBER = """
+days AS MATERIALIZED (
+    SELECT d.day, d.ck, ledger_open_day(%(company)s, d.day, %(channel)s, nullif(d.ck, '')) AS booked_on
+      FROM (SELECT DISTINCT (received_at AT TIME ZONE %(tz)s)::date AS day, coalesce(cashier, '') AS ck FROM {source}) d
+),
+numbered AS MATERIALIZED (
+    SELECT f.*, dd.booked_on,
+           nextval('journal_entry_id_seq') AS entry_id, nextval('payment_id_seq') AS payment_id
+      FROM (SELECT DISTINCT ON (i.ext) i.* FROM {source} i
+             WHERE NOT EXISTS (SELECT 1 FROM payment p
+                                WHERE p.company_id = %(company)s AND p.channel = %(channel)s AND p.external_id = i.ext)
+             ORDER BY i.ext, i.src_no) f
+      JOIN days dd ON dd.day = (f.received_at AT TIME ZONE %(tz)s)::date AND dd.ck = coalesce(f.cashier, '')
+)"""
+
+_STAGE = """
+CREATE TEMP TABLE IF NOT EXISTS ml_pay_in (
+    src_no bigint, ext text, account_id bigint, amount bigint, received_at timestamptz, cash_account text,
+    cashier text, tender text, evidence jsonb) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS ml_pay (
+    src_no bigint, ext text, account_id bigint, amount bigint, received_at timestamptz, cash_account text,
+    cashier text, tender text, evidence jsonb, booked_on date, entry_id bigint, payment_id bigint) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS ml_alloc (entry_id bigint, payment_id bigint, item_id bigint, amount bigint)
+    ON COMMIT DELETE ROWS;
+TRUNCATE ml_pay_in, ml_pay, ml_alloc
+"""
+
+
+def _bulk_chunk(conn: psycopg.Connection, policy: AllocationPolicy, params: dict[str, Any],
+                rows: list[tuple]) -> tuple[int, ...]:
+    """A big batch in steps through analysed temporary tables, so every join is planned for its size."""
+    for statement in _STAGE.strip().split(";\n"):
+        conn.execute(statement)
+    with conn.cursor() as cur:
+        with cur.copy("COPY ml_pay_in (src_no, ext, account_id, amount, received_at, cash_account, cashier, tender,"
+                      " evidence) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+    conn.execute("ANALYZE ml_pay_in")
+    conn.execute(f"WITH {_NUMBER.format(source='ml_pay_in')} INSERT INTO ml_pay SELECT * FROM numbered", params,
+                 prepare=False)
+    conn.execute("ANALYZE ml_pay")
+    conn.execute(f"WITH {allocation_sql(policy, 'ml_pay')} INSERT INTO ml_alloc SELECT entry_id, payment_id, item_id, amount"
+                 " FROM alloc", params, prepare=False)
+    conn.execute("ANALYZE ml_alloc")
+    return conn.execute(f"WITH {_write_sql('ml_pay', 'ml_alloc')}", params, prepare=False).fetchone()
 
 
 _CONFLICTS = """
@@ -197,8 +243,13 @@ def record_payments(
     policy: AllocationPolicy | None = None,
     created_by: str | None = None,
     chunk: int = 50_000,
+    bulk_from: int = 200,
 ) -> PaymentBatchResult:
-    """Record, allocate and post a batch of payments of one channel (in the caller's transaction)."""
+    """Record, allocate and post a batch of payments of one channel (in the caller's transaction).
+
+    Batches up to ``bulk_from`` payments go through one statement; bigger ones are staged
+    through temporary tables (:func:`_bulk_chunk`). Both give the same result.
+    """
     policy = policy or AllocationPolicy()
     problems = [f"{p.external_id}: {msg}" for p in payments for msg in p.problems()]
     if problems:
@@ -230,11 +281,17 @@ def record_payments(
             "evidence": [Jsonb(dict(p.evidence)) for p in part],
             "accounts": sorted({p.account_id for p in part if p.account_id is not None}),
         }
-        conn.execute(LOCK_ITEMS_SQL, params)
         try:
-            n, amount, allocated, prepaid, suspense, given = conn.execute(sql, params, prepare=False).fetchone()
+            if len(part) <= bulk_from:  # one statement, its plan prepared and reused
+                n, amount, allocated, prepaid, suspense = conn.execute(sql, params).fetchone()
+            else:
+                rows = [(i, *values) for i, values in enumerate(zip(
+                    params["ext"], params["acct"], params["amount"], params["received"], params["cash"],
+                    params["cashier"], params["tender"], params["evidence"]), start=1)]
+                n, amount, allocated, prepaid, suspense = _bulk_chunk(conn, policy, params, rows)
         except psycopg.errors.ObjectNotInPrerequisiteState as exc:
             raise DayClosed(part[0].received_at.date(), channel, None, str(exc).splitlines()[0]) from exc
+        given = len(part)
         result.recorded += n
         result.replayed += given - n
         result.amount += amount

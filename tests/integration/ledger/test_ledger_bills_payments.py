@@ -133,7 +133,8 @@ def test_replay_changes_nothing_and_a_different_replay_conflicts(conn: psycopg.C
     assert snapshot[0] + 2 == conn.execute("SELECT count(*) FROM posting WHERE company_id = %s", [c]).fetchone()[0]
 
 
-def test_batch_with_repeats_replays_and_conflicts(conn: psycopg.Connection) -> None:
+@pytest.mark.parametrize("staged", [False, True])
+def test_batch_with_repeats_replays_and_conflicts(conn: psycopg.Connection, staged: bool) -> None:
     c = new_company(conn)
     a, b = make_accounts(conn, c, 2)
     with conn.transaction():
@@ -141,7 +142,7 @@ def test_batch_with_repeats_replays_and_conflicts(conn: psycopg.Connection) -> N
     batch = [PaymentIn("X1", a, 100, AT), PaymentIn("X2", b, 200, AT), PaymentIn("X2", b, 200, AT),
              PaymentIn("X3", None, 300, AT), PaymentIn("X1", a, 999, AT)]
     with conn.transaction():
-        result = record_payments(conn, c, "bank", batch)
+        result = record_payments(conn, c, "bank", batch, bulk_from=0 if staged else 200)
     assert result.recorded == 2 and result.replayed == 3
     assert [(x.external_id, x.field) for x in result.conflicts] == [("X1", "amount")]
     assert result.to_suspense == 300 and balance(conn, c, "SUSPENSE:bank") == -300
@@ -190,9 +191,11 @@ ITEMS = st.lists(st.tuples(st.integers(0, 3), st.integers(1, 5000), st.booleans(
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(items=ITEMS, pays=st.lists(st.integers(1, 8000), min_size=1, max_size=4), lf_first=st.booleans())
-def test_set_based_allocation_equals_the_plain_one(conn: psycopg.Connection, items, pays, lf_first) -> None:
-    """The SQL interval allocation of a batch equals paying one by one with allocation.allocate()."""
+@given(items=ITEMS, pays=st.lists(st.integers(1, 8000), min_size=1, max_size=4), lf_first=st.booleans(),
+       staged=st.booleans())
+def test_set_based_allocation_equals_the_plain_one(conn: psycopg.Connection, items, pays, lf_first, staged) -> None:
+    """The SQL interval allocation of a batch (one statement, or staged through temporary tables as
+    big batches are) equals paying one by one with allocation.allocate()."""
     from meterline.ledger.late_fees import run_late_fees
     from meterline.ledger.policy import LateFeePolicy, LedgerPolicy
 
@@ -213,7 +216,8 @@ def test_set_based_allocation_equals_the_plain_one(conn: psycopg.Connection, ite
         for item_id, x in allocs:
             expected[item_id] -= x
     with conn.transaction():
-        record_payments(conn, c, "bank", [PaymentIn(f"H{n}", a, amt, AT) for n, amt in enumerate(pays)], policy=policy)
+        record_payments(conn, c, "bank", [PaymentIn(f"H{n}", a, amt, AT) for n, amt in enumerate(pays)], policy=policy,
+                        bulk_from=0 if staged else 200)
     got = {r[0]: r[1] for r in conn.execute("SELECT id, amount - settled FROM receivable_item WHERE account_id = %s", [a])}
     assert got == expected
     assert balances.check(conn, c).ok

@@ -73,6 +73,33 @@ def test_postings_cannot_be_added_to_a_committed_entry(conn: psycopg.Connection)
             _post(conn, e.id, c, [(3, "CASH:bank", 5), (4, "REV:water", -5)])
 
 
+def test_sub_ledger_rows_must_reference_what_exists(conn: psycopg.Connection) -> None:
+    c1, c2 = new_company(conn), new_company(conn)
+    (a,) = make_accounts(conn, c1, 1)
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="entry"):
+        with conn.transaction():
+            conn.execute("INSERT INTO receivable_item (company_id, account_id, kind, entry_id, amount, due_date) "
+                         "VALUES (%s, %s, 'charge', 987654, 5, %s)", [c1, a, DAY])
+    with conn.transaction():
+        e = post_entry(conn, c1, day=DAY, kind="test", postings=[Posting(f"AR:{a}", 5), Posting("REV:water", -5)])
+        item = conn.execute("INSERT INTO receivable_item (company_id, account_id, kind, entry_id, amount, due_date) "
+                            "VALUES (%s, %s, 'charge', %s, 5, %s) RETURNING id", [c1, a, e.id, DAY]).fetchone()[0]
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="account"):
+        with conn.transaction():
+            e2 = post_entry(conn, c2, day=DAY, kind="test", postings=[Posting("AR:1", 5), Posting("REV:water", -5)])
+            conn.execute("INSERT INTO receivable_item (company_id, account_id, kind, entry_id, amount, due_date) "
+                         "VALUES (%s, %s, 'charge', %s, 5, %s)", [c2, a, e2.id, DAY])
+    for values, why in (((c1, e.id, 424242), "item"), ((c2, e.id, item), "entry")):
+        with pytest.raises(psycopg.errors.ForeignKeyViolation, match=why):
+            with conn.transaction():
+                conn.execute("INSERT INTO allocation (company_id, entry_id, item_id, source, amount) "
+                             "VALUES (%s, %s, %s, 'waiver', 1)", list(values))
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="payment"):
+        with conn.transaction():
+            conn.execute("INSERT INTO payment (company_id, channel, external_id, amount, received_at, booked_on, entry_id) "
+                         "VALUES (%s, 'bank', 'Z', 5, now(), %s, 555555)", [c1, DAY])
+
+
 def test_posting_needs_an_existing_entry_of_its_company(conn: psycopg.Connection) -> None:
     c1, c2 = new_company(conn), new_company(conn)
     with pytest.raises(psycopg.errors.ForeignKeyViolation):
@@ -107,6 +134,9 @@ def test_account_codes_must_be_in_the_chart(conn: psycopg.Connection) -> None:
     "UPDATE payment SET amount = 1",
     "DELETE FROM payment",
     "UPDATE allocation SET amount = 1",
+    "DELETE FROM allocation",
+    "DELETE FROM receivable_item",
+    "TRUNCATE receivable_item CASCADE",
 ])
 @pytest.mark.parametrize("role", ["owner", "meterline_app"])
 def test_tampering_with_the_journal_fails(conn: psycopg.Connection, statement: str, role: str) -> None:
