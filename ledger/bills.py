@@ -39,9 +39,9 @@ _COMPONENT_SQL = "coalesce(nullif(btrim(regexp_replace(lower({c}), '[^a-z0-9_]+'
 _UNPOSTED = """
     SELECT b.id, b.account_id, b.amount, b.tax, b.total, b.due_date, b.period
       FROM bill b
-     WHERE b.company_id = %(company)s AND b.run_id = %(run)s AND b.status = 'issued'
-       AND NOT EXISTS (SELECT 1 FROM journal_entry e
-                        WHERE e.company_id = %(company)s AND e.idempotency_key = 'bill:' || b.id)
+      LEFT JOIN LATERAL (SELECT 1 AS hit FROM journal_entry e   -- an index probe per bill
+                          WHERE e.company_id = %(company)s AND e.idempotency_key = 'bill:' || b.id LIMIT 1) posted ON true
+     WHERE b.company_id = %(company)s AND b.run_id = %(run)s AND b.status = 'issued' AND posted.hit IS NULL
 """
 
 _MISMATCHED = f"""

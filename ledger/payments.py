@@ -182,8 +182,10 @@ numbered AS MATERIALIZED (
     SELECT f.*, dd.booked_on,
            nextval('journal_entry_id_seq') AS entry_id, nextval('payment_id_seq') AS payment_id
       FROM (SELECT DISTINCT ON (i.ext) i.* FROM {source} i
-             WHERE NOT EXISTS (SELECT 1 FROM payment p
-                                WHERE p.company_id = %(company)s AND p.channel = %(channel)s AND p.external_id = i.ext)
+              LEFT JOIN LATERAL (SELECT 1 AS hit FROM payment p   -- an index probe per payment
+                                  WHERE p.company_id = %(company)s AND p.channel = %(channel)s AND p.external_id = i.ext
+                                  LIMIT 1) seen ON true
+             WHERE seen.hit IS NULL
              ORDER BY i.ext, i.src_no) f
       JOIN days dd ON dd.day = (f.received_at AT TIME ZONE %(tz)s)::date AND dd.ck = coalesce(f.cashier, '')
 )"""

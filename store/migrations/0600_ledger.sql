@@ -87,7 +87,8 @@ CREATE TABLE ledger_balance_delta (
 CREATE INDEX ledger_balance_delta_idx ON ledger_balance_delta (company_id, account_code);
 
 CREATE FUNCTION meterline_posting_statement_check() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET work_mem = '64MB' AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET work_mem = '64MB'
+    SET enable_hashjoin = off SET enable_mergejoin = off AS $$
 DECLARE
     bad record;
 BEGIN
@@ -234,7 +235,8 @@ BEGIN
 END $$;
 
 CREATE FUNCTION meterline_entry_statement_check() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp
+    SET enable_hashjoin = off SET enable_mergejoin = off AS $$
 DECLARE
     bad record;
 BEGIN
@@ -283,6 +285,8 @@ CREATE TRIGGER journal_entry_statement_check AFTER INSERT ON journal_entry
 -- payments, companies) are checked once per INSERT statement by the triggers below, set-based,
 -- instead of per-row foreign keys: the per-row checks (and the row locks they take on what they
 -- reference) cost more than the rows themselves in bulk posting (benchmarks/bench_ledger.py).
+-- The checks probe the indexes of what they reference (hash and merge joins are off inside
+-- them), so their cost never depends on the referenced table's size or on fresh statistics.
 -- What they reference is never deleted: entries, postings, payments, items and allocations
 -- refuse DELETE. The reference to the registry's account stays a foreign key.
 CREATE TABLE receivable_item (
@@ -333,7 +337,8 @@ CREATE TRIGGER receivable_item_no_truncate BEFORE TRUNCATE ON receivable_item
     FOR EACH STATEMENT EXECUTE FUNCTION meterline_refuse_delete();
 
 CREATE FUNCTION meterline_item_statement_check() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET work_mem = '64MB' AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET work_mem = '64MB'
+    SET enable_hashjoin = off SET enable_mergejoin = off AS $$
 DECLARE
     bad record;
 BEGIN
@@ -358,7 +363,8 @@ CREATE TRIGGER receivable_item_statement_check AFTER INSERT ON receivable_item
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION meterline_item_statement_check();
 
 CREATE FUNCTION meterline_allocation_statement_check() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET work_mem = '64MB' AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET work_mem = '64MB'
+    SET enable_hashjoin = off SET enable_mergejoin = off AS $$
 DECLARE
     bad record;
 BEGIN
@@ -393,7 +399,8 @@ ALTER TABLE payment
     DROP CONSTRAINT payment_company_id_fkey;
 
 CREATE FUNCTION meterline_payment_statement_check() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET work_mem = '64MB' AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET work_mem = '64MB'
+    SET enable_hashjoin = off SET enable_mergejoin = off AS $$
 DECLARE
     bad record;
 BEGIN
