@@ -32,7 +32,7 @@ from psycopg.types.json import Jsonb
 from meterline.ledger import chart
 from meterline.ledger.allocation import allocation_sql
 from meterline.ledger.errors import DayClosed, InvalidPayment, PaymentConflict
-from meterline.ledger.journal import company_info
+from meterline.ledger.journal import CompanyInfo, company_info
 from meterline.ledger.policy import AllocationPolicy
 
 log = logging.getLogger(__name__)
@@ -246,19 +246,24 @@ def record_payments(
     created_by: str | None = None,
     chunk: int = 50_000,
     bulk_from: int = 200,
+    company: CompanyInfo | None = None,
+    accounts_checked: bool = False,
 ) -> PaymentBatchResult:
     """Record, allocate and post a batch of payments of one channel (in the caller's transaction).
 
     Batches up to ``bulk_from`` payments go through one statement; bigger ones are staged
-    through temporary tables (:func:`_bulk_chunk`). Both give the same result.
+    through temporary tables (:func:`_bulk_chunk`). Both give the same result. A caller that
+    already holds the company and has resolved the accounts inside it (the API) passes
+    ``company`` and ``accounts_checked=True`` to save the look-ups (the database still refuses an
+    account of another company).
     """
     policy = policy or AllocationPolicy()
     problems = [f"{p.external_id}: {msg}" for p in payments for msg in p.problems()]
     if problems:
         raise InvalidPayment(f"{len(problems)} invalid payment(s): " + "; ".join(problems[:20]))
-    company = company_info(conn, company_id)
+    company = company or company_info(conn, company_id)
     accounts = sorted({p.account_id for p in payments if p.account_id is not None})
-    if accounts:
+    if accounts and not accounts_checked:
         foreign = conn.execute(
             "SELECT count(*) FROM unnest(%s::bigint[]) a(id) LEFT JOIN account ac ON ac.id = a.id AND ac.company_id = %s"
             " WHERE ac.id IS NULL", [accounts, company_id]).fetchone()[0]
@@ -333,12 +338,15 @@ def record_payment(
     *,
     policy: AllocationPolicy | None = None,
     created_by: str | None = None,
+    company: CompanyInfo | None = None,
+    accounts_checked: bool = False,
 ) -> PaymentRecord:
     """Record one payment; a replay returns the stored payment (``replay=True``).
 
     Raises :class:`PaymentConflict` when the external id was used with another amount or account.
     """
-    result = record_payments(conn, company_id, channel, [payment], policy=policy, created_by=created_by)
+    result = record_payments(conn, company_id, channel, [payment], policy=policy, created_by=created_by,
+                             company=company, accounts_checked=accounts_checked)
     if result.conflicts:
         c = result.conflicts[0]
         raise PaymentConflict(channel, c.external_id, c.field, c.stored, c.given)

@@ -290,9 +290,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
             return Caller(found, ctx.companies[found.company])
         return dependency
 
-    def payment_out(conn: psycopg.Connection, p: PaymentRecord) -> PaymentOut:
-        code = None
-        if p.account_id is not None:
+    def payment_out(conn: psycopg.Connection, p: PaymentRecord, code: str | None = None) -> PaymentOut:
+        if code is None and p.account_id is not None:
             code = conn.execute("SELECT code FROM account WHERE id = %s", [p.account_id]).fetchone()[0]
         return PaymentOut(id=p.id, channel=p.channel, transaction_id=p.external_id, account_code=code, amount=p.amount,
                           received_at=p.received_at, booked_on=p.booked_on, allocated=int(p.allocated),
@@ -377,8 +376,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
             p = PaymentIn(body.transaction_id, account_id, body.amount, body.paid_at or dt.datetime.now(dt.timezone.utc),
                           cashier=caller.key.cashier, tender="transfer",
                           evidence={"bank": caller.key.cashier, "account_code": body.account_code, "key": caller.key.name})
-            return payment_out(conn, record_payment(conn, caller.company.id, "bank", p, policy=policy(caller),
-                                                    created_by=caller.key.name))
+            record = record_payment(conn, caller.company.id, "bank", p, policy=policy(caller), created_by=caller.key.name,
+                                    company=caller.company, accounts_checked=True)
+            return payment_out(conn, record, body.account_code if account_id is not None else None)
         return ctx.run(caller.company.id, work)
 
     # -- counter -----------------------------------------------------------------------------

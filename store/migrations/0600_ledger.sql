@@ -411,6 +411,12 @@ BEGIN
         RAISE EXCEPTION 'payment %: its entry % is missing or of another company', bad.external_id, bad.entry_id
             USING ERRCODE = 'foreign_key_violation';
     END IF;
+    SELECT n.external_id, n.account_id INTO bad
+      FROM new_rows n JOIN account a ON a.id = n.account_id WHERE a.company_id <> n.company_id LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'payment %: account % is of another company', bad.external_id, bad.account_id
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
     RETURN NULL;
 END $$;
 CREATE TRIGGER payment_statement_check AFTER INSERT ON payment

@@ -152,6 +152,9 @@ def test_batch_with_repeats_replays_and_conflicts(conn: psycopg.Connection, stag
     (foreign,) = make_accounts(conn, other, 1)
     with pytest.raises(InvalidPayment, match="not accounts of company"):
         record_payments(conn, c, "bank", [PaymentIn("X9", foreign, 5, AT)])
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="another company"):  # the database says so too
+        with conn.transaction():
+            record_payments(conn, c, "bank", [PaymentIn("X9", foreign, 5, AT)], accounts_checked=True)
 
 
 def test_suspense_money_is_matched_later(conn: psycopg.Connection) -> None:
