@@ -50,7 +50,8 @@ CREATE UNIQUE INDEX journal_entry_one_reversal_idx ON journal_entry (reverses_id
 
 -- The 0001 check re-summed the whole entry once per posting row (a deferred row trigger):
 -- O(postings) queries at commit. Here each INSERT statement checks its own rows once:
---   * every entry touched must have been created by this transaction (no appending to history);
+--   * every entry touched must have been created by this transaction (no appending to history;
+--     an entry committed empty may still be filled, in one statement, unless its day is closed);
 --   * per entry, the postings of this statement sum to zero -> the entry stays balanced
 --     (a sum of zero-sum parts); an entry whose parts of this statement do not sum to zero is
 --     put on ledger_unbalanced, whose deferred row trigger re-sums it at commit (entries
@@ -92,10 +93,18 @@ CREATE FUNCTION meterline_posting_statement_check() RETURNS trigger
 DECLARE
     bad record;
 BEGIN
+    -- an entry committed earlier may only receive postings while it is still empty (written by
+    -- the 0001 way: entry first, postings later), and not in a closed day
     SELECT n.entry_id, e.id AS found, e.tx, e.company_id AS entry_company, n.company_id INTO bad
-      FROM (SELECT DISTINCT entry_id, company_id FROM new_rows) n
+      FROM (SELECT entry_id, company_id, count(*) AS k FROM new_rows GROUP BY entry_id, company_id) n
       LEFT JOIN journal_entry e ON e.id = n.entry_id
-     WHERE e.id IS NULL OR e.tx <> txid_current() OR e.company_id <> n.company_id
+     WHERE e.id IS NULL OR e.company_id <> n.company_id
+        OR (e.tx <> txid_current()
+            AND ((SELECT count(*) FROM posting p WHERE p.entry_id = n.entry_id) <> n.k
+                 OR EXISTS (SELECT 1 FROM ledger_close c
+                             WHERE c.company_id = e.company_id AND e.booked_on BETWEEN c.first_day AND c.last_day
+                               AND (c.channel = '*' OR (c.channel = e.channel
+                                    AND (c.cashier = '*' OR c.cashier = coalesce(e.cashier, '')))))))
      LIMIT 1;
     IF FOUND THEN
         IF bad.found IS NULL THEN
@@ -105,7 +114,7 @@ BEGIN
             RAISE EXCEPTION 'posting of company % on journal entry % of company %', bad.company_id, bad.entry_id, bad.entry_company
                 USING ERRCODE = 'check_violation';
         END IF;
-        RAISE EXCEPTION 'journal entry % was committed earlier: postings may only be added by the transaction that created the entry (post a new entry instead)', bad.entry_id
+        RAISE EXCEPTION 'journal entry % was committed earlier with postings, or in a day closed since: postings may only be added by the transaction that created the entry (post a new entry instead)', bad.entry_id
             USING ERRCODE = 'insufficient_privilege';
     END IF;
 

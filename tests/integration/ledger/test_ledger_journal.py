@@ -22,9 +22,10 @@ def _entry(conn: psycopg.Connection, company: int) -> int:
 
 
 def _post(conn: psycopg.Connection, entry: int, company: int, lines: list[tuple[int, str, int]]) -> None:
-    with conn.cursor() as cur:
-        cur.executemany("INSERT INTO posting (entry_id, line_no, company_id, account_code, amount) VALUES (%s, %s, %s, %s, %s)",
-                        [(entry, n, company, code, amount) for n, code, amount in lines])
+    """One INSERT statement with these postings."""
+    conn.execute("""INSERT INTO posting (entry_id, line_no, company_id, account_code, amount)
+                    SELECT %s, n, %s, code, amount FROM unnest(%s::smallint[], %s::text[], %s::bigint[]) AS u(n, code, amount)""",
+                 [entry, company, [n for n, _, _ in lines], [c for _, c, _ in lines], [a for _, _, a in lines]])
 
 
 def test_balanced_entry_in_one_statement_commits(conn: psycopg.Connection) -> None:
@@ -98,6 +99,24 @@ def test_sub_ledger_rows_must_reference_what_exists(conn: psycopg.Connection) ->
         with conn.transaction():
             conn.execute("INSERT INTO payment (company_id, channel, external_id, amount, received_at, booked_on, entry_id) "
                          "VALUES (%s, 'bank', 'Z', 5, now(), %s, 555555)", [c1, DAY])
+
+
+def test_an_entry_committed_empty_may_be_filled_once_unless_its_day_closed(conn: psycopg.Connection) -> None:
+    from meterline.ledger import close
+
+    c = new_company(conn)
+    e = _entry(conn, c)  # committed, no postings yet (the 0001 way of writing an entry)
+    with conn.transaction():
+        _post(conn, e, c, [(1, "CASH:bank", 5), (2, "REV:water", -5)])
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        with conn.transaction():
+            _post(conn, e, c, [(3, "CASH:bank", 1), (4, "REV:water", -1)])
+    late = _entry(conn, c)
+    with conn.transaction():
+        close.close_day(conn, c, DAY)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="closed"):
+        with conn.transaction():
+            _post(conn, late, c, [(1, "CASH:bank", 5), (2, "REV:water", -5)])
 
 
 def test_posting_needs_an_existing_entry_of_its_company(conn: psycopg.Connection) -> None:
