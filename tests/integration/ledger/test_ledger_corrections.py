@@ -234,3 +234,27 @@ def test_close_waits_for_an_entry_in_flight(db_dsn: str, conn: psycopg.Connectio
     writer.close()
     assert closed and closed[0].summary["entries"]["test"]["entries"] == 1
     assert balances.check(conn, c).ok
+
+
+def test_prepaid_meter_top_up_and_consumption(conn: psycopg.Connection, acct) -> None:
+    from meterline.ledger.prepaid import consume, top_up
+
+    c, a = acct
+    with conn.transaction():
+        p = top_up(conn, c, channel="token", external_id="V-1", account_id=a, amount=5000, received_at=AT,
+                   token="1234 5678 9012 3456 7890", meter_serial="G1", vendor="vend01")
+    assert p.allocated == 0 and balance(conn, c, f"PREPAID:{a}") == -5000
+    assert balance(conn, c, "CASH:token:vend01") == 5000
+    with conn.transaction():
+        used = consume(conn, c, account_id=a, key="G1:2026-04", amount=3200, day=D1)
+        again = consume(conn, c, account_id=a, key="G1:2026-04", amount=3200, day=D1)
+    assert (used.drawn, used.receivable, again.created) == (3200, 0, False)
+    with conn.transaction():
+        over = consume(conn, c, account_id=a, key="G1:2026-05", amount=2500, day=D1)
+    assert (over.drawn, over.receivable) == (1800, 700)  # the credit ran out: the rest is owed
+    assert balance(conn, c, f"PREPAID:{a}") == 0 and balance(conn, c, f"AR:{a}") == 700
+    assert balance(conn, c, "REV:water") == -5700
+    with conn.transaction():  # the next top-up settles the arrears first
+        top_up(conn, c, channel="ic_card", external_id="V-2", account_id=a, amount=1000, received_at=AT, card_no="IC9")
+    assert balance(conn, c, f"AR:{a}") == 0 and balance(conn, c, f"PREPAID:{a}") == -300
+    assert balances.check(conn, c).ok
