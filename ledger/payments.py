@@ -290,6 +290,8 @@ def record_payments(
         }
         try:
             if len(part) <= bulk_from:  # one statement, its plan prepared and reused
+                # never compile a one-payment statement (a stale estimate would make it cost 30+ ms)
+                conn.execute("SELECT set_config('jit', 'off', true)")
                 n, amount, allocated, prepaid, suspense = conn.execute(sql, params).fetchone()
             else:
                 rows = [(i, *values) for i, values in enumerate(zip(

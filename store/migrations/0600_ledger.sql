@@ -89,7 +89,7 @@ CREATE INDEX ledger_balance_delta_idx ON ledger_balance_delta (company_id, accou
 
 CREATE FUNCTION meterline_posting_statement_check() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET work_mem = '64MB'
-    SET enable_hashjoin = off SET enable_mergejoin = off AS $$
+    SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off AS $$
 DECLARE
     bad record;
 BEGIN
@@ -143,7 +143,7 @@ CREATE TRIGGER posting_statement_check AFTER INSERT ON posting
     EXECUTE FUNCTION meterline_posting_statement_check();
 
 CREATE FUNCTION meterline_recheck_unbalanced() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET jit = off AS $$
 DECLARE
     total bigint;
     n integer;
@@ -229,7 +229,7 @@ $$;
 
 -- the first business day on or after ``wanted`` open for an entry of this channel and cashier
 CREATE FUNCTION ledger_open_day(company integer, wanted date, channel text, cashier text) RETURNS date
-    LANGUAGE plpgsql STABLE AS $$
+    LANGUAGE plpgsql STABLE SET jit = off AS $$
 DECLARE
     d date := wanted;
 BEGIN
@@ -245,7 +245,7 @@ END $$;
 
 CREATE FUNCTION meterline_entry_statement_check() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp
-    SET enable_hashjoin = off SET enable_mergejoin = off AS $$
+    SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off AS $$
 DECLARE
     bad record;
 BEGIN
@@ -295,7 +295,9 @@ CREATE TRIGGER journal_entry_statement_check AFTER INSERT ON journal_entry
 -- instead of per-row foreign keys: the per-row checks (and the row locks they take on what they
 -- reference) cost more than the rows themselves in bulk posting (benchmarks/bench_ledger.py).
 -- The checks probe the indexes of what they reference (hash and merge joins are off inside
--- them), so their cost never depends on the referenced table's size or on fresh statistics.
+-- them), so their cost never depends on the referenced table's size or on fresh statistics;
+-- JIT is off inside them too (a stale estimate once made every one-row INSERT compile its
+-- checks: 30-100 ms each).
 -- What they reference is never deleted: entries, postings, payments, items and allocations
 -- refuse DELETE. The reference to the registry's account stays a foreign key.
 CREATE TABLE receivable_item (
@@ -347,7 +349,7 @@ CREATE TRIGGER receivable_item_no_truncate BEFORE TRUNCATE ON receivable_item
 
 CREATE FUNCTION meterline_item_statement_check() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET work_mem = '64MB'
-    SET enable_hashjoin = off SET enable_mergejoin = off AS $$
+    SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off AS $$
 DECLARE
     bad record;
 BEGIN
@@ -373,7 +375,7 @@ CREATE TRIGGER receivable_item_statement_check AFTER INSERT ON receivable_item
 
 CREATE FUNCTION meterline_allocation_statement_check() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET work_mem = '64MB'
-    SET enable_hashjoin = off SET enable_mergejoin = off AS $$
+    SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off AS $$
 DECLARE
     bad record;
 BEGIN
@@ -409,7 +411,7 @@ ALTER TABLE payment
 
 CREATE FUNCTION meterline_payment_statement_check() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET work_mem = '64MB'
-    SET enable_hashjoin = off SET enable_mergejoin = off AS $$
+    SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off AS $$
 DECLARE
     bad record;
 BEGIN
