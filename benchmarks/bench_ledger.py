@@ -333,6 +333,8 @@ def main() -> None:
     p.add_argument("--sample", type=int, default=5000, help="rows for the naive baselines")
     p.add_argument("--journal", type=int, default=200_000, help="entries for the journal-check comparison")
     p.add_argument("--skip-api", action="store_true")
+    p.add_argument("--only", choices=["bulk", "baselines", "journal", "api"], action="append",
+                   help="run only these sections (repeatable; default: all)")
     p.add_argument("--load", choices=["httpx", "wrk"], default="wrk" if shutil.which("wrk") else "httpx")
     p.add_argument("--api-requests", type=int, default=4000, help="requests per load run (httpx)")
     p.add_argument("--wrk-seconds", type=int, default=10)
@@ -342,14 +344,18 @@ def main() -> None:
     p.add_argument("--api-threads", type=int, default=64)
     add_server_args(p)
     args = p.parse_args()
+    wanted = set(args.only or ["bulk", "baselines", "journal", "api"]) - ({"api"} if args.skip_api else set())
     rnd = random.Random(7)
     with server(args.dsn) as maintenance, fresh_database(maintenance, "ml_bench_ledger", args.keep) as dsn:
         t = time.perf_counter()
         cid = make_company(dsn, args.n)
         print(f"{args.n:,} accounts created in {time.perf_counter() - t:.1f} s", flush=True)
-        print(f"-- bulk, {args.n:,} per run", flush=True)
         bill_rates, pay_rates = [], []
-        for k in range(args.repeat):
+        if wanted != {"api"}:
+            print(f"-- bulk, {args.n:,} per run", flush=True)
+        else:  # the API needs bills to pay
+            _post(dsn, cid, make_bills(dsn, cid))
+        for k in range(args.repeat if wanted != {"api"} else 0):
             run = make_bills(dsn, cid)
             with psycopg.connect(dsn) as conn:
                 t = time.perf_counter()
@@ -364,55 +370,63 @@ def main() -> None:
                 pay_rates.append(result.recorded / (time.perf_counter() - t))
             print(f"  run {k + 1}: bills {bill_rates[-1]:,.0f}/s, payments {pay_rates[-1]:,.0f}/s "
                   f"(allocated {result.allocated:,}, to credit {result.to_prepaid:,})", flush=True)
-        bills_bulk, pays_bulk = statistics.median(bill_rates), statistics.median(pay_rates)
-        print(f"{'bills posted in bulk (post_bills)':<48} {bills_bulk:>14,.0f} /s   (median of {args.repeat})")
-        print(f"{'payments allocated+posted in bulk':<48} {pays_bulk:>14,.0f} /s   (median of {args.repeat}; target >= 50,000)",
-              flush=True)
-
-        print(f"-- baselines, {args.sample:,} rows", flush=True)
-        sample_runs = []
-
-        def fresh_sample() -> None:
-            sample_runs.append(make_bills(dsn, cid, args.sample))
-
-        def naive_bills() -> None:
-            with psycopg.connect(dsn) as conn:
-                naive_post_bills(conn, cid, sample_runs[-1])
-
-        naive_b = median_rate("bills, naive (a transaction per bill)", args.sample, naive_bills, args.repeat, fresh_sample)
-
-        def naive_pay() -> None:
-            with psycopg.connect(dsn) as conn:
-                naive_payments(conn, cid, payments_for(dsn, cid, sample_runs[-1], f"naive{len(sample_runs)}", rnd))
-
-        naive_p = median_rate("payments, naive (a transaction per payment)", args.sample, naive_pay, args.repeat,
-                              lambda: (fresh_sample(), _post(dsn, cid, sample_runs[-1])))
-
-        def one_by_one() -> None:
-            pays = payments_for(dsn, cid, sample_runs[-1], f"single{len(sample_runs)}", rnd)
-            with psycopg.connect(dsn) as conn:
-                for pmt in pays:
-                    record_payment(conn, cid, "bank", pmt, policy=POLICY)
-                    conn.commit()
-
-        single = median_rate("payments, record_payment one per transaction", args.sample, one_by_one, args.repeat,
-                             lambda: (fresh_sample(), _post(dsn, cid, sample_runs[-1])))
-        print(f"ratio bills bulk / naive:        {bills_bulk / naive_b:8.1f}x")
-        print(f"ratio payments bulk / naive:     {pays_bulk / naive_p:8.1f}x")
-        print(f"ratio payments bulk / one-by-one:{pays_bulk / single:8.1f}x", flush=True)
-
-        print(f"-- journal balance check, {args.journal:,} entries x 3 postings", flush=True)
-        with psycopg.connect(dsn, autocommit=True) as c:
-            c.execute(OLD_DESIGN)
-        new = median_rate("entries, statement-level check (0600)", args.journal,
-                          lambda: journal_insert(dsn, cid, args.journal, "journal_entry", "posting"), args.repeat)
-        old = median_rate("entries, per-row deferred re-sum + FKs (0001)", args.journal,
-                          lambda: journal_insert(dsn, cid, args.journal, "bench_entry", "bench_posting"), args.repeat)
-        print(f"ratio statement-level / per-row: {new / old:8.1f}x", flush=True)
-
-        if not args.skip_api:
+        if bill_rates:
+            bills_bulk, pays_bulk = statistics.median(bill_rates), statistics.median(pay_rates)
+            print(f"{'bills posted in bulk (post_bills)':<48} {bills_bulk:>14,.0f} /s   (median of {args.repeat})")
+            print(f"{'payments allocated+posted in bulk':<48} {pays_bulk:>14,.0f} /s   (median of {args.repeat}; "
+                  "target >= 50,000)", flush=True)
+        if "baselines" in wanted and bill_rates:
+            baselines(dsn, cid, args, rnd, bills_bulk, pays_bulk)
+        if "journal" in wanted:
+            journal_check(dsn, cid, args)
+        if "api" in wanted:
             print(f"-- API ({args.api_workers} server worker(s), pool {args.api_pool}, load from a second process)", flush=True)
             api_benchmark(dsn, cid, args)
+
+
+def baselines(dsn: str, cid: int, args: argparse.Namespace, rnd: random.Random, bills_bulk: float, pays_bulk: float) -> None:
+    print(f"-- baselines, {args.sample:,} rows", flush=True)
+    sample_runs = []
+
+    def fresh_sample() -> None:
+        sample_runs.append(make_bills(dsn, cid, args.sample))
+
+    def naive_bills() -> None:
+        with psycopg.connect(dsn) as conn:
+            naive_post_bills(conn, cid, sample_runs[-1])
+
+    naive_b = median_rate("bills, naive (a transaction per bill)", args.sample, naive_bills, args.repeat, fresh_sample)
+
+    def naive_pay() -> None:
+        with psycopg.connect(dsn) as conn:
+            naive_payments(conn, cid, payments_for(dsn, cid, sample_runs[-1], f"naive{len(sample_runs)}", rnd))
+
+    naive_p = median_rate("payments, naive (a transaction per payment)", args.sample, naive_pay, args.repeat,
+                          lambda: (fresh_sample(), _post(dsn, cid, sample_runs[-1])))
+
+    def one_by_one() -> None:
+        pays = payments_for(dsn, cid, sample_runs[-1], f"single{len(sample_runs)}", rnd)
+        with psycopg.connect(dsn) as conn:
+            for pmt in pays:
+                record_payment(conn, cid, "bank", pmt, policy=POLICY)
+                conn.commit()
+
+    single = median_rate("payments, record_payment one per transaction", args.sample, one_by_one, args.repeat,
+                         lambda: (fresh_sample(), _post(dsn, cid, sample_runs[-1])))
+    print(f"ratio bills bulk / naive:        {bills_bulk / naive_b:8.1f}x")
+    print(f"ratio payments bulk / naive:     {pays_bulk / naive_p:8.1f}x")
+    print(f"ratio payments bulk / one-by-one:{pays_bulk / single:8.1f}x", flush=True)
+
+
+def journal_check(dsn: str, cid: int, args: argparse.Namespace) -> None:
+    print(f"-- journal balance check, {args.journal:,} entries x 3 postings", flush=True)
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute(OLD_DESIGN)
+    new = median_rate("entries, statement-level check (0600)", args.journal,
+                      lambda: journal_insert(dsn, cid, args.journal, "journal_entry", "posting"), args.repeat)
+    old = median_rate("entries, per-row deferred re-sum + FKs (0001)", args.journal,
+                      lambda: journal_insert(dsn, cid, args.journal, "bench_entry", "bench_posting"), args.repeat)
+    print(f"ratio statement-level / per-row: {new / old:8.1f}x", flush=True)
 
 
 def _post(dsn: str, cid: int, run: int) -> None:
