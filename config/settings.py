@@ -159,6 +159,30 @@ class SecuritySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LedgerSettings:
+    """The ledger (``ledger/``): policy, bank formats and files, API channels."""
+
+    #: allocation and late-fee policy (TOML); default: config/ledger/policy.toml
+    policy_file: Path | None = None
+    #: directory of bank withholding formats (*.toml); default: config/banks
+    banks_dir: Path | None = None
+    #: where ``meterline bank out`` writes out-files
+    bank_out_dir: Path = Path("out/bank")
+    #: API keys and wallet merchants (TOML, see config/channels.example.toml); needed by ``api serve``
+    channels_file: Path | None = None
+
+    def validate(self) -> list[str]:
+        problems = []
+        for name in ("policy_file", "channels_file"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                problems.append(f"{name} {path} is not a file")
+        if self.banks_dir is not None and not Path(self.banks_dir).is_dir():
+            problems.append(f"banks_dir {self.banks_dir} is not a directory")
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
 class VeeSettings:
     """Validation, estimation and editing of readings (``ingest.vee``)."""
 
@@ -281,6 +305,32 @@ class AlertSinkSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiSettings:
+    """The HTTP API server (``meterline api serve``)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: server processes (each with its own connection pool)
+    workers: int = 1
+    #: database connections per process
+    pool_max_size: int = 16
+    #: handler threads per process (requests waiting for the database beyond this queue)
+    threads: int = 64
+
+    def validate(self) -> list[str]:
+        problems = []
+        if not 1 <= self.port <= 65535:
+            problems.append("port must be between 1 and 65535")
+        if not 1 <= self.workers <= 64:
+            problems.append("workers must be between 1 and 64")
+        if not 1 <= self.pool_max_size <= 512:
+            problems.append("pool_max_size must be between 1 and 512")
+        if not 1 <= self.threads <= 1024:
+            problems.append("threads must be between 1 and 1024")
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     utility: UtilitySettings = field(default_factory=UtilitySettings)
@@ -291,6 +341,8 @@ class Settings:
     ingest: IngestSettings = field(default_factory=IngestSettings)
     vee: VeeSettings = field(default_factory=VeeSettings)
     alerts: AlertSinkSettings = field(default_factory=AlertSinkSettings)
+    ledger: LedgerSettings = field(default_factory=LedgerSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
     #: the file these settings were read from, if any (not a TOML key)
     source: Path | None = field(default=None, init=False, compare=False)
 

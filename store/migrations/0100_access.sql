@@ -57,6 +57,12 @@ CREATE TABLE meterline_rls_exempt (
 CREATE TABLE meterline_append_only (
     relname text PRIMARY KEY
 );
+
+-- tables maintained by the database itself (SECURITY DEFINER triggers and functions): the
+-- application may only read them
+CREATE TABLE meterline_read_only (
+    relname text PRIMARY KEY
+);
 INSERT INTO meterline_append_only VALUES ('journal_entry'), ('posting');
 
 -- staff (users) and their roles per company; company_id NULL = the role in every company (group)
@@ -155,7 +161,10 @@ BEGIN
             IF t.relispartition THEN
                 CONTINUE;  -- partitions are reached through their parent (and its policies) only
             END IF;
-            IF EXISTS (SELECT 1 FROM meterline_append_only a WHERE a.relname = t.relname) THEN
+            IF EXISTS (SELECT 1 FROM meterline_read_only r WHERE r.relname = t.relname) THEN
+                EXECUTE format('REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON %I FROM %I', t.relname, app_role);
+                EXECUTE format('GRANT SELECT ON %I TO %I', t.relname, app_role);
+            ELSIF EXISTS (SELECT 1 FROM meterline_append_only a WHERE a.relname = t.relname) THEN
                 EXECUTE format('REVOKE UPDATE, DELETE, TRUNCATE ON %I FROM %I', t.relname, app_role);
                 EXECUTE format('GRANT SELECT, INSERT ON %I TO %I', t.relname, app_role);
             ELSE
