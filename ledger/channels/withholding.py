@@ -87,10 +87,12 @@ def write_out(conn: psycopg.Connection, company_id: int, fmt: BankFormat, *, day
            VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
         [company_id, fmt.bank, batch_no, day, path.name, len(rows), total, created_by]).fetchone()[0]
     with conn.cursor() as cur:
-        with cur.copy("COPY withholding_item (batch_id, seq, company_id, account_id, account_code, bank_account_no,"
-                      " holder_name, amount) FROM STDIN") as copy:
-            for seq, (account_id, code, bank_no, holder, due) in enumerate(rows, start=1):
-                copy.write_row((batch_id, seq, company_id, account_id, code, bank_no, holder, due))
+        # INSERT, not COPY: row-level security refuses COPY FROM for the application role
+        cur.executemany(
+            """INSERT INTO withholding_item (batch_id, seq, company_id, account_id, account_code, bank_account_no,
+                                             holder_name, amount) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)""",
+            [(batch_id, seq, company_id, account_id, code, bank_no, holder, due)
+             for seq, (account_id, code, bank_no, holder, due) in enumerate(rows, start=1)])
     details = [{"seq": seq, "account_code": code, "bank_account_no": bank_no, "holder_name": holder, "amount": due}
                for seq, (_a, code, bank_no, holder, due) in enumerate(rows, start=1)]
     header = {"batch_no": batch_no, "date": day, "count": len(rows), "total": total}

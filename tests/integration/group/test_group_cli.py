@@ -161,9 +161,11 @@ def test_audited_actions_leave_exactly_one_row_each(env: TwoCompanies, capsys, t
     try:
         ctx.require("payments.post")
         with ctx.scoped() as conn:
-            conn.execute(
-                """INSERT INTO payment (company_id, channel, external_id, account_id, amount, received_at, booked_on, created_by)
-                   VALUES (%s, 'counter', 'T-0001', %s, 12345, now(), %s, 'li')""", [env.north, a001, today])
+            from meterline.ledger.payments import PaymentIn, record_payment
+
+            record_payment(conn, env.north, "counter",
+                           PaymentIn("T-0001", a001, 12345, dt.datetime.now(dt.timezone.utc), cashier="li", tender="cash"),
+                           created_by="li")
             auditlib.record(conn, None, "payment.receipt_printed", "payment", "T-0001", account_id=a001)
             conn.commit()
     finally:

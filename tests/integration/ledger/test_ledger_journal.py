@@ -174,6 +174,8 @@ def test_tampering_with_the_journal_fails(conn: psycopg.Connection, statement: s
         with conn.transaction():
             if role != "owner":
                 conn.execute(f"SET LOCAL ROLE {role}")
+                # in the company's scope: row-level security must not be what stops it
+                conn.execute("SELECT set_config('meterline.company_id', %s, true)", [str(c)])
             conn.execute(statement)
     assert posted_balances(conn, c) == before
 
@@ -188,6 +190,7 @@ def test_app_role_may_append_but_not_change(conn: psycopg.Connection) -> None:
     c = new_company(conn)
     with conn.transaction():  # and posting as the app role works, triggers included
         conn.execute("SET LOCAL ROLE meterline_app")
+        conn.execute("SELECT set_config('meterline.company_id', %s, true)", [str(c)])
         post_entry(conn, c, day=DAY, kind="test", postings=[Posting("CASH:bank", 10), Posting("REV:water", -10)])
         conn.execute("SELECT ledger_fold_balances()")
     assert posted_balances(conn, c) == {"CASH:bank": 10, "REV:water": -10}
