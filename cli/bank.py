@@ -93,4 +93,5 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
         return 0
 
 
-COMMANDS = [Command("bank", "bank withholding: out-files, return files, agreements", run, configure)]
+COMMANDS = [Command("bank", "bank withholding: out-files, return files, agreements", run, configure,
+                    permission={"formats": "payments.read", "*": "payments.post"})]

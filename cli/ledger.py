@@ -49,10 +49,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     cd.add_argument("--date", type=day, required=True)
     cd.add_argument("--channel", default="*", help="counter, bank, wechat, ... (default: everything)")
     cd.add_argument("--cashier", default="*", help="cashier / bank / merchant within the channel")
-    cd.add_argument("--by", dest="who", help="who closes")
     cm = sub.add_parser("close-month", help="monthly close (月结) with its trial balance")
     cm.add_argument("--month", required=True, help="YYYY-MM")
-    cm.add_argument("--by", dest="who")
     lf = sub.add_parser("late-fees", help="charge the late fees (滞纳金) of a day (idempotent)")
     lf.add_argument("--date", type=day, required=True)
     pb = sub.add_parser("post-bills", help="post the bills of a billing run not posted yet")
@@ -61,22 +59,18 @@ def configure(p: argparse.ArgumentParser) -> None:
     rb = sub.add_parser("reverse-bill", help="reverse (红冲) a bill")
     rb.add_argument("bill", type=int)
     rb.add_argument("--reason", required=True)
-    rb.add_argument("--by", dest="who", required=True)
     rp = sub.add_parser("reverse-payment", help="reverse (红冲) a payment")
     rp.add_argument("payment", type=int, help="payment id")
     rp.add_argument("--reason", required=True)
-    rp.add_argument("--by", dest="who", required=True)
     ad = sub.add_parser("adjust", help="request a waiver, charge, write-off, recovery or refund (needs approval)")
     ad.add_argument("--kind", choices=corrections.ADJUSTMENT_KINDS, required=True)
     ad.add_argument("--account", required=True, help="customer account code")
     ad.add_argument("--amount", type=int, required=True, help="minor units (fen)")
     ad.add_argument("--reason", required=True)
-    ad.add_argument("--by", dest="who", required=True, help="who enters it")
     ad.add_argument("--item", type=int, help="the open item a waiver forgives")
     for name, text in (("approve", "approve and post an adjustment"), ("reject", "reject an adjustment")):
         a = sub.add_parser(name, help=text)
         a.add_argument("adjustment", type=int)
-        a.add_argument("--by", dest="who", required=True, help="who decides (not who entered it)")
         a.add_argument("--note")
     rr = sub.add_parser("receipts", help="issue a range of receipt numbers to a cashier")
     rr.add_argument("--cashier", required=True)
@@ -145,7 +139,7 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
             return 0 if report.ok else 1
         if a == "close-day":
             result = close.close_day(conn, company.id, args.date, channel=args.channel, cashier=args.cashier,
-                                     closed_by=args.who)
+                                     closed_by=ctx.login)
             conn.commit()
             s = result.summary
             console.print(f"day {args.date} {'closed' if result.created else 'was already closed'} for "
@@ -163,7 +157,7 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
             console.print(f"net cash to hand over: {money(s['net_cash'])}")
             return 0
         if a == "close-month":
-            result = close.close_month(conn, company.id, args.month, closed_by=args.who)
+            result = close.close_month(conn, company.id, args.month, closed_by=ctx.login)
             conn.commit()
             s = result.summary
             console.print(f"month {args.month} {'closed' if result.created else 'was already closed'}: trial balance "
@@ -184,14 +178,14 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
                           f"prepaid credit applied {money(result.prepaid_applied)}")
             return 0
         if a == "reverse-bill":
-            r = bills.reverse_bill(conn, company.id, args.bill, reason=args.reason, created_by=args.who,
+            r = bills.reverse_bill(conn, company.id, args.bill, reason=args.reason, created_by=ctx.login,
                                    policy=policy_for(ctx, company.code).allocation)
             conn.commit()
             console.print(f"bill {args.bill} reversed by entry {r.entry_id} on {r.booked_on}; "
                           f"{money(r.released_to_prepaid)} paid on it became prepaid credit")
             return 0
         if a == "reverse-payment":
-            r = corrections.reverse_payment(conn, company.id, args.payment, reason=args.reason, created_by=args.who)
+            r = corrections.reverse_payment(conn, company.id, args.payment, reason=args.reason, created_by=ctx.login)
             conn.commit()
             console.print(f"payment {args.payment} reversed by entry {r.entry_id} on {r.booked_on}: reopened "
                           f"{money(r.reopened)}, from prepaid {money(r.from_prepaid)}, owed again {money(r.owed_again)}")
@@ -199,19 +193,19 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
         if a == "adjust":
             account_id, _ = resolve_account(conn, company.id, args.account)
             adj = corrections.request_adjustment(conn, company.id, kind=args.kind, account_id=account_id,
-                                                 amount=args.amount, reason=args.reason, entered_by=args.who,
+                                                 amount=args.amount, reason=args.reason, entered_by=ctx.login,
                                                  item_id=args.item)
             conn.commit()
             console.print(f"adjustment {adj} ({args.kind} {money(args.amount)}) waits for approval by someone else")
             return 0
         if a == "approve":
-            entry = corrections.approve(conn, company.id, args.adjustment, decided_by=args.who, note=args.note,
+            entry = corrections.approve(conn, company.id, args.adjustment, decided_by=ctx.login, note=args.note,
                                         policy=policy_for(ctx, company.code).allocation)
             conn.commit()
             console.print(f"adjustment {args.adjustment} approved and posted as entry {entry}")
             return 0
         if a == "reject":
-            corrections.reject(conn, company.id, args.adjustment, decided_by=args.who, note=args.note)
+            corrections.reject(conn, company.id, args.adjustment, decided_by=ctx.login, note=args.note)
             conn.commit()
             console.print(f"adjustment {args.adjustment} rejected")
             return 0
@@ -228,4 +222,14 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
     raise MeterlineError(f"unknown action {json.dumps(args.action)}")
 
 
-COMMANDS = [Command("ledger", "ledger: trial balance, statements, closes, late fees, corrections", run, configure)]
+# who acts is the identified caller (--user / METERLINE_USER), never an option anyone could set:
+# separation of duties (the enterer of an adjustment cannot approve it) depends on it
+PERMISSIONS = {
+    "trial-balance": "ledger.read", "statement": "ledger.read", "balance": "ledger.read", "check": "ledger.read",
+    "close-day": "ledger.close", "close-month": "ledger.close", "late-fees": "ledger.post", "fold": "ledger.post",
+    "post-bills": "billing.run", "reverse-bill": "billing.run", "reverse-payment": "payments.reverse",
+    "adjust": "adjustments.enter", "approve": "adjustments.approve", "reject": "adjustments.approve",
+    "receipts": "ledger.post",
+}
+COMMANDS = [Command("ledger", "ledger: trial balance, statements, closes, late fees, corrections", run, configure,
+                    permission=PERMISSIONS)]

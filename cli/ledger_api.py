@@ -55,4 +55,5 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = [Command("api", "the ledger's HTTP API: serve, keys, OpenAPI", run, configure)]
+COMMANDS = [Command("api", "the ledger's HTTP API: serve, keys, OpenAPI", run, configure,
+                    permission={"serve": "db.manage", "key": "users.manage", "openapi": "payments.read"}, scope="group")]

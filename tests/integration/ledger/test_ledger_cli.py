@@ -55,12 +55,12 @@ def test_adjustment_needs_another_person(env, capsys: pytest.CaptureFixture[str]
     dsn, c, accounts, run = env
     main(["ledger", "post-bills", "--run", str(run), "--date", "2026-04-01"])
     capsys.readouterr()
-    assert main(["ledger", "adjust", "--kind", "charge", "--account", "A3", "--amount", "300", "--reason", "补收表费",
-                 "--by", "clerk"]) == 0
+    assert main(["--user", "clerk", "ledger", "adjust", "--kind", "charge", "--account", "A3", "--amount", "300",
+                 "--reason", "补收表费"]) == 0
     adj = int(capsys.readouterr().out.split()[1])
-    assert main(["ledger", "approve", str(adj), "--by", "clerk"]) == 1
+    assert main(["--user", "clerk", "ledger", "approve", str(adj)]) == 1
     assert "cannot also approve" in capsys.readouterr().out
-    assert main(["ledger", "approve", str(adj), "--by", "boss"]) == 0
+    assert main(["--user", "boss", "ledger", "approve", str(adj)]) == 0
     assert main(["ledger", "balance", "A3"]) == 0
     assert "owes 8.00" in capsys.readouterr().out
 
