@@ -21,11 +21,11 @@ Unknown-key checking stays with the module that builds its dataclasses from the 
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from meterline.config.loader import read_toml
 from meterline.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent
@@ -78,11 +78,7 @@ class CompanyConfig:
 def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"not valid TOML: {exc}"], str(path)) from exc
+    return read_toml(path, "company configuration")
 
 
 def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ every problem at once. Supported field types: ``str int float bool Path``, ``X |
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 import types
 import typing
 from pathlib import Path
@@ -20,6 +21,21 @@ from meterline.errors import ConfigError
 T = TypeVar("T")
 
 _MISSING = object()
+
+
+def read_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """The TOML document at ``path``; a missing file or bad TOML is one :class:`ConfigError`
+    naming ``what`` and the file (the one way every configuration file is read)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError([f"{what} not found: {path}"], str(path)) from exc
+    except IsADirectoryError as exc:
+        raise ConfigError([f"{what} is a directory, not a file: {path}"], str(path)) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"not valid TOML: {exc}"], str(path)) from exc
 
 
 def build(cls: type[T], data: Mapping[str, Any] | None, *, source: str | None = None, path: str = "") -> T:

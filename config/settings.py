@@ -19,14 +19,12 @@ import base64
 import binascii
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from meterline.config.loader import apply_env_overrides, build
-from meterline.errors import ConfigError
+from meterline.config.loader import apply_env_overrides, build, read_toml
 
 CONFIG_DIR = Path(__file__).resolve().parent
 
@@ -366,13 +364,7 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     file = find_config_file(path, env)
     data: dict[str, Any] = {}
     if file is not None:
-        try:
-            with open(file, "rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError as exc:
-            raise ConfigError([f"config file not found: {file}"], str(file)) from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError([f"not valid TOML: {exc}"], str(file)) from exc
+        data = read_toml(file, "config file")
     data = apply_env_overrides(data, env)
     if env.get("METERLINE_DSN"):
         data.setdefault("database", {})["dsn"] = env["METERLINE_DSN"]

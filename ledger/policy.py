@@ -12,13 +12,12 @@ Rates are decimal strings, held inside as integer parts per million: ``daily_rat
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from meterline.config.loader import build
+from meterline.config.loader import build, read_toml
 from meterline.errors import ConfigError
 
 DEFAULT_POLICY_FILE = Path(__file__).resolve().parents[1] / "config" / "ledger" / "policy.toml"
@@ -164,11 +163,5 @@ def policy_from_mapping(data: Mapping[str, Any], source: str = "<mapping>") -> P
 def load_policy(path: str | Path | None = None) -> PolicyBook:
     """The policy book of ``path`` (default: ``config/ledger/policy.toml``)."""
     file = Path(path) if path else DEFAULT_POLICY_FILE
-    try:
-        with open(file, "rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError as exc:
-        raise ConfigError([f"ledger policy file not found: {file}"], str(file)) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"not valid TOML: {exc}"], str(file)) from exc
+    data = read_toml(file, "ledger policy file")
     return policy_from_mapping(data, str(file))

@@ -20,13 +20,13 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import secrets
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 import psycopg
 
+from meterline.config.loader import read_toml
 from meterline.config.settings import CONFIG_DIR
 from meterline.errors import ConfigError, NotFound, PermissionDenied, SeparationOfDutiesError
 
@@ -104,13 +104,7 @@ def load_policy(extra: str | Path | None = None, base: str | Path = DEFAULT_ROLE
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError as exc:
-        raise ConfigError([f"roles file not found: {path}"], str(path)) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"not valid TOML: {exc}"], str(path)) from exc
+    return read_toml(path, "roles file")
 
 
 # -- the caller ---------------------------------------------------------------------------------

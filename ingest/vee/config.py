@@ -17,15 +17,13 @@ Quantities are in the quantity's base unit (litres for water and gas volume, Wh 
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Optional
 
 import numpy as np
 
-from meterline.config.loader import build
-from meterline.errors import ConfigError
+from meterline.config.loader import build, read_toml
 from meterline.ingest.vee import rules as R
 
 DEFAULT_FILE = Path(__file__).resolve().parents[2] / "config" / "vee.toml"
@@ -272,13 +270,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<mapping>") -> VeeConfi
 def load_config(path: str | Path | None = None) -> VeeConfig:
     """Read and validate a VEE rule file (default: the ``config/vee.toml`` shipped with meterline)."""
     file = Path(path).expanduser() if path else DEFAULT_FILE
-    try:
-        with open(file, "rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError as exc:
-        raise ConfigError([f"VEE rule file not found: {file}"], str(file)) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"not valid TOML: {exc}"], str(file)) from exc
+    data = read_toml(file, "VEE rule file")
     return parse_config(data, str(file))
 
 

@@ -26,12 +26,11 @@ import hashlib
 import hmac
 import os
 import secrets
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from meterline.config.loader import build
+from meterline.config.loader import build, read_toml
 from meterline.errors import ConfigError
 
 Scope = Literal["query", "bank", "counter", "orders", "prepaid"]
@@ -139,13 +138,7 @@ class ChannelsConfig:
 
 def load_channels(path: str | Path) -> ChannelsConfig:
     path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError as exc:
-        raise ConfigError([f"channels file not found: {path}"], str(path)) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"not valid TOML: {exc}"], str(path)) from exc
+    data = read_toml(path, "channels file")
     cfg = build(ChannelsConfig, data, source=str(path))
     object.__setattr__(cfg, "base_dir", path.resolve().parent)
     return cfg

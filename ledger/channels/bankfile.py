@@ -34,13 +34,12 @@ Rendering and parsing are pure (bytes in, records out); :mod:`.withholding` does
 from __future__ import annotations
 
 import datetime as dt
-import tomllib
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
 
-from meterline.config.loader import build
+from meterline.config.loader import build, read_toml
 from meterline.errors import ConfigError
 
 DEFAULT_BANKS_DIR = Path(__file__).resolve().parents[2] / "config" / "banks"
@@ -148,13 +147,7 @@ class BankFormat:
 
 def load_format(path: str | Path) -> BankFormat:
     path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError as exc:
-        raise ConfigError([f"bank format file not found: {path}"], str(path)) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"not valid TOML: {exc}"], str(path)) from exc
+    data = read_toml(path, "bank format file")
     return build(BankFormat, data, source=str(path))
 
 
