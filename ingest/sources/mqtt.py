@@ -478,10 +478,9 @@ class MqttSource:
             return
         gen = self._generation if self._connected else -1
         qos = self.settings.qos
-        n = 0
         while acks:
             g, mid = acks.popleft()
             if g == gen and qos:
+                # counted before it is sent: whoever has seen the PUBACK also sees it counted
+                self.stats["acked"] += 1
                 client.ack(mid, qos)
-                n += 1
-        self.stats["acked"] += n

@@ -47,7 +47,8 @@ def test_registry_meters_over_every_protocol_with_faults(db_dsn, conn, company, 
 
         # faulty run: duplicates and reordering change nothing; malformed and future-skewed
         # messages become dead letters; the service keeps going
-        acked_before = sum(svc.source(n).stats["acked"] for n in ("nb", "lora"))
+        acked_before = wait_for(lambda: (n := sum(svc.source(s).stats["acked"] for s in ("nb", "lora")))
+                                == stats.mqtt_acked and n, what="the clean run's acknowledgements counted")
         faults = Faults(duplicates=0.1, reorder=0.1, malformed=0.05, skew=0.05)
         factory = MessageFactory(meters, plan, faults, seed=4)
         sim = Simulator(factory, mqtt=mqtt_broker, coap=("127.0.0.1", coap_port))
