@@ -44,7 +44,7 @@ SELECT r.meter_id, m.serial, a.code AS account, (extract(epoch FROM r.ts) * 1000
   JOIN meter m ON m.id = r.meter_id
   LEFT JOIN account a ON a.id = m.account_id
   LEFT JOIN reading_source s ON s.code = r.source
- WHERE r.company_id = {c}
+ WHERE r.company_id = {c} AND r.ts >= '{s}' AND r.ts <= '{e}'
    AND ((NOT r.estimated AND r.ts >= '{s}' AND r.ts < '{e}') OR (r.estimated AND r.ts > '{s}' AND r.ts <= '{e}'))
  ORDER BY r.meter_id, r.ts, r.quantity, r.estimated
 """

@@ -317,6 +317,10 @@ def collection_chart(report: Report, path: Path) -> Path:
     for district, month, *_rest, rate in report.rows:
         if rate is not None:
             series.setdefault(district, []).append((month, rate * 100))
+    if len(series) > 9:  # too many lines to read: the whole and the four lowest districts of the last month
+        last = {d: pts[-1][1] for d, pts in series.items() if d != "(all)"}
+        keep = sorted(last, key=lambda d: (last[d], d))[:4]
+        series = {d: series[d] for d in (*keep, "(all)") if d in series}
     months = sorted({m for pts in series.values() for m, _ in pts})
     for district in sorted(series, key=lambda d: (d == "(all)", d)):
         pts = dict(series[district])
