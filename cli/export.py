@@ -7,6 +7,7 @@ from pathlib import Path
 
 from meterline.cli._base import Command, Context
 from meterline.cli.registry import disclosure_for
+from meterline.errors import MeterlineError
 from meterline.store import audit
 from meterline.store.personal import Disclosure, keyring_from_settings
 
@@ -28,6 +29,10 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
     from meterline.exporters.finance import export_finance
     from meterline.exporters.notice import export_notices
 
+    if args.run is not None and args.kind != "bills":
+        raise MeterlineError("--run applies to `export bills` only")
+    if args.detail and args.kind not in ("finance", "all"):
+        raise MeterlineError("--detail applies to `export finance` only")
     company = ctx.company
     out = Path(args.out)
     # bills and notices go to printers and e-invoicing platforms: outside parties

@@ -13,7 +13,8 @@ Two files, written by :func:`export_bills`:
 
 Bills are ordered by account code, run and bill id; lines by line number. Reversed bills
 (红冲) are included with ``status = reversed`` (an e-invoicing platform issues the red-letter
-invoice from it). Only the columns of ``0001_core.sql`` are read from ``bill`` / ``bill_line``.
+invoice from it); a bill reversed after an export shows ``reversed`` when the period is exported
+again — the one way a past period's file changes, and the change is the news. Only the columns of ``0001_core.sql`` are read from ``bill`` / ``bill_line``.
 
 Personal data: these files go to outside parties, so a customer's phone and a person's tax id
 (for a person it is the national ID number) are written as ``disclosure`` says —

@@ -19,7 +19,8 @@ its own partitions; an empty period gets an empty file with the schema.
   units), received at (UTC), booked on, tender, cash account. No personal data in any of them
   (account codes, not names; no external ids of wallets beyond the channel's transaction id).
 
-Rows are sorted by their key, schemas are explicit and the writer's settings fixed
+A bill reversed (红冲) after an export carries ``status = reversed`` when its period is exported
+again; nothing else in a past period's files changes. Rows are sorted by their key, schemas are explicit and the writer's settings fixed
 (:mod:`meterline.exporters._files`), so a re-run gives the same bytes.
 """
 

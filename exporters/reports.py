@@ -12,7 +12,8 @@ and drawn by :func:`collection_chart` / :func:`nrw_chart` where a picture reads 
   Late fees are not in it. Everything "as of" the end of a business day (default: today), from
   allocations booked by then, so a past day's report never changes.
 * **reading** (抄表率): per meter book and reader, the reading rate and the estimated share of the
-  period (the figures of ``meterline readings figures``: :mod:`meterline.ingest.vee.figures`).
+  period (the figures of ``meterline readings figures``: :mod:`meterline.ingest.vee.figures`;
+  the period-end windows of the validation rule file, the shipped one unless ``config`` is given).
 * **aging**: receivable items open at the end of the day, by district, in buckets of days past
   the due date: not yet due, 0–30, 31–60, 61–90, over 90.
 * **nrw** (产销差) per master meter: its consumption over the period against the sum of its
@@ -34,7 +35,7 @@ import psycopg
 
 from meterline.exporters._files import Period, company_ref, csv_bytes, write_file
 from meterline.ingest.vee import figures as F
-from meterline.ingest.vee.config import VeeConfig
+from meterline.ingest.vee.config import VeeConfig, load_config
 from meterline.ingest.vee.localtime import period_bounds
 from meterline.ingest.vee.trees import tree_consumption
 from meterline.ledger.balances import open_items_as_of
@@ -123,7 +124,7 @@ def collection(conn: psycopg.Connection, company_id: int, period: str, *, months
 def reading(conn: psycopg.Connection, company_id: int, period: str, *, config: VeeConfig | None = None) -> list[Report]:
     company = company_ref(conn, company_id)
     Period.parse(period, company.timezone)
-    figs = F.book_figures(conn, company_id, period, company.timezone, config or VeeConfig())
+    figs = F.book_figures(conn, company_id, period, company.timezone, config or load_config())
     books = [(f.book, f.reader or "", f.meters, f.read, f.reading_rate, f.estimated, f.estimated_share, f.readings)
              for f in figs]
     readers = [(r["reader"] or "", r["books"], r["meters"], r["read"], r["reading_rate"], r["estimated"],
@@ -183,7 +184,7 @@ def aging(conn: psycopg.Connection, company_id: int, *, as_of: dt.date | None = 
 def nrw(conn: psycopg.Connection, company_id: int, period: str, *, config: VeeConfig | None = None) -> list[Report]:
     company = company_ref(conn, company_id)
     Period.parse(period, company.timezone)
-    p = (config or VeeConfig()).defaults
+    p = (config or load_config()).defaults
     start, end = period_bounds(period, company.timezone)
     trees = tree_consumption(conn, company_id, start, end, before_days=p.period_end_before_days,
                              after_days=p.period_end_after_days, reverse_max=p.reverse_max,

@@ -69,6 +69,10 @@ def test_report_commands(env: exportkit.Utility, tmp_path: Path, capsys: pytest.
     assert "collection and nrw only" in capsys.readouterr().out
     assert main(["report", "aging", "--as-of", "yesterday"]) == 1
     assert "is not a date" in capsys.readouterr().out
+    assert main(["export", "notices", "--period", "2026-10", "--run", "1"]) == 1
+    assert "--run applies to" in capsys.readouterr().out
+    assert main(["report", "aging", "--as-of", "tomorrow"]) == 1
+    assert "is not a date" in capsys.readouterr().out
 
 
 def test_permissions(env: exportkit.Utility, capsys: pytest.CaptureFixture[str]) -> None:

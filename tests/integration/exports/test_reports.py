@@ -91,3 +91,24 @@ def test_report_all_writes_csv_and_charts(scoped: psycopg.Connection, utility: e
     report_all(scoped, utility.company_id, "2026-10", again, as_of=NOV24)
     for p in paths:
         assert (again / "reports" / p.name).read_bytes() == p.read_bytes(), p.name
+
+
+def test_a_reversed_bill_leaves_billed_and_the_notices(app_db: Database, scoped: psycopg.Connection,
+                                                      utility: exportkit.Utility, tmp_path: Path) -> None:
+    from meterline.exporters.notice import export_notices
+    from meterline.ledger.bills import reverse_bill
+
+    first = export_notices(scoped, utility.company_id, "2026-10", tmp_path)
+    assert (first.directory / "A4.html").exists()
+    with app_db.connection(company_id=utility.company_id) as conn:
+        reverse_bill(conn, utility.company_id, utility.bills[("A4", "2026-10")], reason="读数有误",
+                     day=dt.date(2026, 11, 3))
+        conn.commit()
+    scoped.commit()
+    (rep,) = R.collection(scoped, utility.company_id, "2026-10", months=1, as_of=NOV24)
+    assert _rows(rep)[("D2", "2026-10")][:2] == (2, 4270)   # billed = issued less the reversal
+    (before,) = R.collection(scoped, utility.company_id, "2026-10", months=1, as_of=dt.date(2026, 11, 2))
+    assert _rows(before)[("D2", "2026-10")][:2] == (2, 6832)  # as it stood before the reversal
+    again = export_notices(scoped, utility.company_id, "2026-10", tmp_path)
+    assert [f.name for f in again.files] == ["A1.html", "A2.html", "A3.html"]
+    assert not (again.directory / "A4.html").exists()
