@@ -39,6 +39,7 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
         pass
     finally:
         server.shutdown()
+        server.server_close()
     return 0
 
 

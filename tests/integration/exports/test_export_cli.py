@@ -121,3 +121,28 @@ def test_grafana_dashboard_has_the_pipeline_panels() -> None:
     compose = (root / "docker-compose.yml").read_text(encoding="utf-8")
     assert "./config/grafana:/var/lib/grafana/dashboards/meterline" in compose
     assert "9465" in (root / "config" / "docker" / "prometheus.yml").read_text(encoding="utf-8")
+
+
+def test_metrics_endpoint_serves_the_pipeline_figures(env: exportkit.Utility) -> None:
+    import urllib.request
+
+    from prometheus_client import start_http_server
+
+    from meterline.exporters.metrics import pipeline_registry
+
+    server, thread = start_http_server(0, "127.0.0.1", registry=pipeline_registry(env_dsn(), 60))
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            body = resp.read().decode()
+        assert 'meterline_billing_run_accounts{company="acme",cycle="M"} 4.0' in body
+        with psycopg.connect(env_dsn(), autocommit=True) as conn:  # within min_interval: the cached figures
+            conn.execute("INSERT INTO dead_letter (company_id, source, reason, message) VALUES (%s, 'mqtt', 'x', 'y')",
+                         [env.company_id])
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            body = resp.read().decode()
+        assert 'reason="x"' not in body
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

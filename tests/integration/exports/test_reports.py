@@ -112,3 +112,22 @@ def test_a_reversed_bill_leaves_billed_and_the_notices(app_db: Database, scoped:
     again = export_notices(scoped, utility.company_id, "2026-10", tmp_path)
     assert [f.name for f in again.files] == ["A1.html", "A2.html", "A3.html"]
     assert not (again.directory / "A4.html").exists()
+
+
+def test_receivables_as_of_any_day_equal_the_ledger(owner: psycopg.Connection, app_db: Database,
+                                                    scoped: psycopg.Connection, utility: exportkit.Utility) -> None:
+    """Aging's total on every day equals the AR postings booked by then; collection rows add up."""
+    exportkit.later(owner, app_db, utility)
+    scoped.commit()
+    day = dt.date(2026, 9, 30)
+    while day <= dt.date(2026, 12, 5):
+        (rep,) = R.aging(scoped, utility.company_id, as_of=day)
+        ar = owner.execute(
+            """SELECT coalesce(sum(p.amount), 0) FROM posting p JOIN journal_entry e ON e.id = p.entry_id
+                WHERE e.company_id = %s AND p.account_code LIKE 'AR:%%' AND e.booked_on <= %s""",
+            [utility.company_id, day]).fetchone()[0]
+        assert rep.rows[-1][-1] == ar, day
+        (col,) = R.collection(scoped, utility.company_id, "2026-11", months=3, as_of=day)
+        for district, month, bills, billed, collected, adjusted, open_, rate in col.rows:
+            assert billed - collected - adjusted == open_ and open_ >= 0
+        day += dt.timedelta(days=1)
