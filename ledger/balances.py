@@ -225,21 +225,19 @@ class ItemAsOf:
     open: int  #: amount minus what was allocated to it by entries booked on or before the day
 
 
+# One grouped pass: each item joined to its allocations and their entries by index probes (or
+# hashes), so the cost stays linear whatever the planner believes about a fresh billing run's
+# row counts (a CTE joined to a grouped CTE was planned as a nested loop over both: quadratic).
 OPEN_ITEMS_AS_OF_SQL = """
-WITH it AS MATERIALIZED (
-    SELECT i.id, i.account_id, i.kind, i.bill_id, i.due_date, i.amount
-      FROM receivable_item i JOIN journal_entry e ON e.id = i.entry_id
-     WHERE i.company_id = %(c)s AND e.booked_on <= %(day)s
-       AND (%(accounts)s::bigint[] IS NULL OR i.account_id = ANY(%(accounts)s::bigint[]))
-), al AS (
-    SELECT a.item_id, sum(a.amount)::bigint AS settled
-      FROM allocation a JOIN journal_entry ae ON ae.id = a.entry_id
-     WHERE a.company_id = %(c)s AND ae.booked_on <= %(day)s AND a.item_id IN (SELECT id FROM it)
-     GROUP BY a.item_id
-)
-SELECT it.id, it.account_id, it.kind, it.bill_id, it.due_date, it.amount,
-       (it.amount - coalesce(al.settled, 0))::bigint AS open
-  FROM it LEFT JOIN al ON al.item_id = it.id
+SELECT i.id, i.account_id, i.kind, i.bill_id, i.due_date, i.amount,
+       (i.amount - coalesce(sum(a.amount) FILTER (WHERE ae.booked_on <= %(day)s), 0))::bigint AS open
+  FROM receivable_item i
+  JOIN journal_entry e ON e.id = i.entry_id
+  LEFT JOIN allocation a ON a.item_id = i.id
+  LEFT JOIN journal_entry ae ON ae.id = a.entry_id
+ WHERE i.company_id = %(c)s AND e.booked_on <= %(day)s
+   AND (%(accounts)s::bigint[] IS NULL OR i.account_id = ANY(%(accounts)s::bigint[]))
+ GROUP BY i.id
 """
 
 
