@@ -261,6 +261,22 @@ class TariffBook:
         return self.get(tariff_id, company).year_start_for(day)
 
 
+def tariff_dir(settings: Any) -> Path:
+    """The tariff directory of ``settings.rating.tariff_dir`` (relative to the settings file), else the default."""
+    path = settings.rating.tariff_dir
+    if path is None:
+        return DEFAULT_DIR
+    path = Path(path).expanduser()
+    if not path.is_absolute() and settings.source is not None:
+        path = Path(settings.source).parent / path
+    return path
+
+
+def load_book(settings: Any) -> TariffBook:
+    """The tariffs the settings name (see :func:`tariff_dir`)."""
+    return TariffBook.load(tariff_dir(settings))
+
+
 # --- loading -------------------------------------------------------------------------------
 
 def _month_day(year: int, md: tuple[int, int]) -> dt.date:
@@ -419,7 +435,7 @@ class _Reader:
         t = self.table(raw, path)
         before = len(self.problems)
         self.keys(t, path, {"effective", "basis", "thresholds", "household", "components", "fixed", "minimum",
-                            "heating"}, {"effective", "components"})
+                            "heating"}, {"effective"})
         effective = None
         eff = t.get("effective")
         if isinstance(eff, dt.date) and not isinstance(eff, dt.datetime):
@@ -455,8 +471,9 @@ class _Reader:
         comps_raw = t.get("components", [])
         components: list[Component] = []
         if not isinstance(comps_raw, list) or not comps_raw:
-            if "components" in t:
-                self.err(_join(path, "components"), "expected one or more [[versions.components]] tables")
+            if "components" in t or "heating" not in t:
+                self.err(_join(path, "components"), "expected one or more [[versions.components]] tables"
+                         " (only an area-based heating version may have none)")
         else:
             codes = set()
             for i, c in enumerate(comps_raw):
