@@ -13,7 +13,7 @@ tariff version):
 * a component's tier quantities are the overlap of ``[lo, lo + volume)`` with the tiers, where
   ``lo`` is 0 for per-period tiers and the year-to-date volume for annual tiers, and the
   thresholds are ``T_j' = (T_j + max(0, hh - base) * per_person_j + (hh >= min) * raise_j) *
-  dwellings``, then scaled for the segment by cumulative floors:
+  dwellings`` (never below the threshold before it), then scaled for the segment by cumulative floors:
   ``floor(T' * mult * tca / (days * div)) - floor(T' * mult * tcb / (days * div))`` (so the parts
   of a split period sum exactly to the whole period's threshold); a volume exactly on a
   threshold stays in the lower tier;
@@ -121,6 +121,8 @@ def rate_segments(write,
                         k = comp_toff[c] + j
                         t = (thr[k] + extra * per_person[k] + big * raise_[k]) * dw
                         t = (t * mult[i] * tca[i]) // scale_den - (t * mult[i] * tcb[i]) // scale_den
+                        if t < prev:  # a raise on a lower tier only may pass the next threshold
+                            t = prev
                     else:
                         t = hi if hi > prev else prev
                     top = hi if hi < t else t
