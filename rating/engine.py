@@ -283,63 +283,55 @@ def rate(book: TariffBook, frame: pl.DataFrame, *, company: str | None = None,
         rows, reason, tid = errors[0]
         raise RatingError(reason, tid, [int(row_key[i]) for i in rows])
 
-    # -- per-segment inputs -----------------------------------------------------------------------
+    # -- inputs stay per row (read through segment -> row) and per part (segment -> part) ---------
     S = len(seg_row)
-    cb, ca, days = gsa["cb"][seg_gs], gsa["ca"][seg_gs], gsa["days"][seg_gs]
-    vol_row = volume[seg_row]
-    seg_vol = kernels.split_cumulative(vol_row, cb, ca, days)
-    seg_app = kernels.split_cumulative(apportioned[seg_row], cb, ca, days)
-    seg_lo = ytd[seg_row] + (vol_row * cb) // days
-    seg_hh = df["household_size"].to_numpy().astype(np.int64)[seg_row]
-    seg_dw = df["dwellings"].to_numpy().astype(np.int64)[seg_row]
-    seg_area = np.where(area_null, 0, df["area_cm2"].fill_null(0).to_numpy())[seg_row].astype(np.int64)
-    seg_heat = np.zeros(S, dtype=np.int64)
+    empty = np.zeros(0, dtype=np.int64)
+    row_in = {k: _writable(a) for k, a in dict(  # writable arrays: one compiled kernel, not one per flag
+        volume=volume,
+        apportioned=apportioned if apportioned.any() else empty,
+        ytd=ytd if ytd.any() else empty,
+        hh=df["household_size"].to_numpy(),
+        dwellings=df["dwellings"].to_numpy(),
+        size_code=size_codes if fixed_lut else empty,
+        area=df["area_cm2"].fill_null(0).to_numpy() if not area_null.all() else empty,
+    ).items()}
+    seg_heat = empty
     if any(v.heating is not None for v in reg.versions):
         seg_heat = _heated_days(df, seg_row, gsa["sfrom"][seg_gs], gsa["sto"][seg_gs])
-    seg_fixed = np.full(S, -1, dtype=np.int64)
-    for v, lut in fixed_lut.items():
-        in_v = seg_version == v
-        seg_fixed[in_v] = lut[size_codes[seg_row[in_v]]]
-    seg_arrays = dict(volume=seg_vol, apportioned=seg_app, lo=seg_lo, hh=seg_hh, dwellings=seg_dw,
-                      mult=gsa["mult"][seg_gs], div=gsa["div"][seg_gs], tcb=gsa["tcb"][seg_gs],
-                      tca=gsa["tca"][seg_gs], cb=cb, ca=ca, days=days, months=gsa["months"][seg_gs],
-                      fixed_price=seg_fixed, area=seg_area, heat_days=seg_heat,
-                      season_days=gsa["sdays"][seg_gs])
+    part_in = [gsa[k] for k in ("cb", "ca", "days", "months", "mult", "div", "tcb", "tca", "sdays")]
+    if not part_in[0].size:
+        part_in = [np.zeros(1, dtype=np.int64)] * len(part_in)
 
     # -- rate: count lines per segment, then write them at their final places -----------------------
     order, bounds = _by_version(seg_version, len(reg.versions))
-    params = [_version_params(reg, v) for v in range(len(reg.versions))]
+    params = [_version_params(reg, v, fixed_lut.get(v, empty)) for v in range(len(reg.versions))]
     seg_counts = np.zeros(S, dtype=np.int64)
-    gathered = []
+    # the counting pass gets empty outputs of the writing pass's types: one compiled kernel for both
+    no_out = (empty, np.zeros(0, np.int32), np.zeros(0, np.int16), empty, empty, empty, np.zeros(0, np.int32),
+              np.zeros(0, np.int8))
+    ids = []
     for v in range(len(reg.versions)):
         idx = order[bounds[v]:bounds[v + 1]] if order is not None else np.arange(S, dtype=np.int64)
-        if len(idx) == 0:
-            gathered.append(None)
-            continue
-        arrs = {k: a[idx] for k, a in seg_arrays.items()} if order is not None else seg_arrays
-        counts = np.zeros(len(idx), dtype=np.int64)
-        dummy = np.zeros(0, dtype=np.int64)
-        kernels.rate_segments(False, *params[v], idx, *arrs.values(), counts, counts,
-                              dummy, dummy, dummy, dummy, dummy, dummy, dummy, dummy)
-        seg_counts[idx] = counts
-        gathered.append((idx, arrs))
+        ids.append(idx)
+        if len(idx):
+            kernels.rate_segments(False, *params[v], idx, seg_row, seg_gs, *row_in.values(), seg_heat, *part_in,
+                                  seg_counts, seg_counts, *no_out)
     seg_off = np.zeros(S + 1, dtype=np.int64)
     np.cumsum(seg_counts, out=seg_off[1:])
     L = int(seg_off[-1])
     out_seg = np.empty(L, dtype=np.int64)
-    out_comp = np.empty(L, dtype=np.int64)
-    out_tier = np.empty(L, dtype=np.int64)
+    out_comp = np.empty(L, dtype=np.int32)
+    out_tier = np.empty(L, dtype=np.int16)
     out_qty = np.empty(L, dtype=np.int64)
     out_price = np.empty(L, dtype=np.int64)
     out_amt = np.empty(L, dtype=np.int64)
-    out_ppm = np.empty(L, dtype=np.int64)
-    out_kind = np.empty(L, dtype=np.int64)
-    for v, item in enumerate(gathered):
-        if item is None:
-            continue
-        idx, arrs = item
-        kernels.rate_segments(True, *params[v], idx, *arrs.values(), seg_counts, seg_off[idx],
-                              out_seg, out_comp, out_tier, out_qty, out_price, out_amt, out_ppm, out_kind)
+    out_ppm = np.empty(L, dtype=np.int32)
+    out_kind = np.empty(L, dtype=np.int8)
+    for v, idx in enumerate(ids):
+        if len(idx):
+            kernels.rate_segments(True, *params[v], idx, seg_row, seg_gs, *row_in.values(), seg_heat, *part_in,
+                                  seg_counts, seg_off, out_seg, out_comp, out_tier, out_qty, out_price, out_amt,
+                                  out_ppm, out_kind)
 
     # -- bills: line numbers, tax, sums ---------------------------------------------------------
     row_lines = np.bincount(seg_row, weights=seg_counts, minlength=n).astype(np.int64)
@@ -368,6 +360,10 @@ def rate(book: TariffBook, frame: pl.DataFrame, *, company: str | None = None,
         "reason": [reason for rows, reason, _ in errors for _ in range(len(rows))],
     }, schema=ERROR_SCHEMA)
     return Rated(lines=lines, bills=bills, errors=err_frame)
+
+
+def _writable(a: np.ndarray) -> np.ndarray:
+    return a if a.flags.writeable else a.copy()
 
 
 def _group_index(keys: pl.DataFrame) -> tuple[np.ndarray, list[tuple]]:
@@ -400,7 +396,7 @@ def _by_version(seg_version: np.ndarray, nv: int):
     return order, bounds
 
 
-def _version_params(reg: _Versions, v: int) -> tuple:
+def _version_params(reg: _Versions, v: int, fixed_lut: np.ndarray) -> tuple:
     version = reg.versions[v]
     tariff = reg.tariffs[v]
     comps = version.components
@@ -421,7 +417,7 @@ def _version_params(reg: _Versions, v: int) -> tuple:
     heat = version.heating
     return (1 if version.basis == "annual" else 0, RULE_CODES[tariff.rounding], version.household_base,
             version.household_min, code, nthr, toff, poff, app, ppm, cmin, thr, pp, rz, prices,
-            version.fixed_tax_ppm, -1 if version.minimum is None else version.minimum, version.minimum_tax_ppm,
+            fixed_lut, version.fixed_tax_ppm, -1 if version.minimum is None else version.minimum, version.minimum_tax_ppm,
             -1 if heat is None else heat.price, 0 if heat is None else heat.tax_ppm)
 
 
