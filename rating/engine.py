@@ -263,6 +263,7 @@ def rate(book: TariffBook, frame: pl.DataFrame, *, company: str | None = None,
             missing = in_v & (lut[size_codes[seg_row]] < 0)
             if missing.any():
                 rows = np.unique(seg_row[missing])
+                rows = rows[~more_bad[rows]]  # a row names one reason
                 for code in np.unique(size_codes[rows]):
                     sel = rows[size_codes[rows] == code]
                     errors.append((sel, f"{version.label} has no fixed charge for meter size {sizes[code]!r}",
@@ -272,7 +273,10 @@ def rate(book: TariffBook, frame: pl.DataFrame, *, company: str | None = None,
             no_area = in_v & area_null[seg_row]
             if no_area.any():
                 rows = np.unique(seg_row[no_area])
-                errors.append((rows, f"{version.label} is area-based heating and needs area_cm2", version.tariff_id))
+                rows = rows[~more_bad[rows]]
+                if len(rows):
+                    errors.append((rows, f"{version.label} is area-based heating and needs area_cm2",
+                                   version.tariff_id))
                 more_bad[rows] = True
     if more_bad.any():
         bad |= more_bad

@@ -155,3 +155,21 @@ def test_parsing_and_formatting() -> None:
     assert format_m3(22_500) == "22.5" and format_m3(1) == "0.001" and format_m3(30_000) == "30"
     assert largest_remainder(10, [1, 1, 1]) == [4, 3, 3]
     assert largest_remainder(5, [0, 0]) == [3, 2]
+
+
+def test_an_empty_frame_rates_to_empty_frames() -> None:
+    rated = rate(book(), frame(volume=[]).cast({"volume": pl.Int64, "row": pl.Int64}))
+    assert rated.lines.height == rated.bills.height == rated.errors.height == 0
+    assert dict(rated.lines.schema) == LINE_SCHEMA
+
+
+def test_a_row_split_over_two_versions_names_one_reason() -> None:
+    text = TARIFF.format(tax_rounding="line") + '[versions.fixed]\nsizes = { DN15 = "1.00" }\n'
+    later = text[text.index("[[versions]]"):].replace("2025-01-01", "2026-10-16")
+    b = TariffBook.from_texts({"w.toml": text + later})
+    rated = rate(b, frame(volume=[1_000, 1_000], meter_size=["DN20", "DN15"]), on_error="collect")
+    assert rated.errors.to_dicts() == [
+        {"row": 1, "reason": "w@2025-01-01 has no fixed charge for meter size 'DN20'"}]
+    fixed = rated.lines.filter(pl.col("component") == "fixed")
+    # DN15: 1.00 a month over 15 + 16 days of 31: 0.48 + 0.52 (cumulative rounding), 1.00 in all
+    assert fixed["amount"].to_list() == [48, 52] and fixed["quantity"].to_list() == [1, 1]
