@@ -44,7 +44,8 @@ import polars as pl
 
 from meterline.rating import kernels
 from meterline.rating.errors import RatingError
-from meterline.rating.money import PRICE_SCALE, RULE_CODES
+from meterline.rating.money import (MAX_AREA_CM2, MAX_DWELLINGS, MAX_HOUSEHOLD, MAX_VOLUME_LITRES, PRICE_SCALE,
+                                    RULE_CODES)
 from meterline.rating.tariff import Tariff, TariffBook, Version
 
 __all__ = ["Rated", "RatingError", "rate", "months_of", "LINE_SCHEMA", "BILL_SCHEMA"]
@@ -237,8 +238,14 @@ def rate(book: TariffBook, frame: pl.DataFrame, *, company: str | None = None,
                          (volume < 0, "volume is negative"),
                          (apportioned < 0, "apportioned volume is negative"),
                          (ytd < 0, "year-to-date volume is negative"),
+                         ((volume > MAX_VOLUME_LITRES) | (apportioned > MAX_VOLUME_LITRES) | (ytd > MAX_VOLUME_LITRES),
+                          f"volume above {MAX_VOLUME_LITRES // 1000:,} m³ (is the register or the unit wrong?)"),
+                         (df["area_cm2"].fill_null(0).to_numpy() > MAX_AREA_CM2,
+                          f"floor area above {MAX_AREA_CM2 // 100:,} m²"),
                          (df["dwellings"].to_numpy() < 1, "dwellings must be at least 1"),
-                         (df["household_size"].to_numpy() < 0, "household size is negative")):
+                         (df["dwellings"].to_numpy() > MAX_DWELLINGS, f"more than {MAX_DWELLINGS} dwellings"),
+                         (df["household_size"].to_numpy() < 0, "household size is negative"),
+                         (df["household_size"].to_numpy() > MAX_HOUSEHOLD, f"more than {MAX_HOUSEHOLD} persons")):
         mask = mask & ~bad
         if mask.any():
             errors.append((np.flatnonzero(mask), reason, None))

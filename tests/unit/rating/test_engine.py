@@ -173,3 +173,13 @@ def test_a_row_split_over_two_versions_names_one_reason() -> None:
     fixed = rated.lines.filter(pl.col("component") == "fixed")
     # DN15: 1.00 a month over 15 + 16 days of 31: 0.48 + 0.52 (cumulative rounding), 1.00 in all
     assert fixed["amount"].to_list() == [48, 52] and fixed["quantity"].to_list() == [1, 1]
+
+
+def test_limits_that_keep_int64_exact() -> None:
+    f = frame(volume=[5_000_000_000, 5_000_000_001, 1], household_size=[1, 1, 101])
+    rated = rate(book(), f, on_error="collect")
+    assert rated.bills["row"].to_list() == [1]
+    reasons = dict(zip(rated.errors["row"].to_list(), rated.errors["reason"].to_list()))
+    assert reasons[2].startswith("volume above 5,000,000 m³") and reasons[3] == "more than 100 persons"
+    # the largest bill allowed prices exactly: 5 million m³ in tier 2 at 3.00 and sewage at 1.00
+    assert rated.bills["amount"].to_list() == [10 * 200 + 4_999_990 * 300 + 5_000_000 * 100]

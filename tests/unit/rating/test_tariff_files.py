@@ -120,3 +120,11 @@ def test_load_reports_the_directory(tmp_path) -> None:
     assert "a.toml: not valid TOML" in text and "b.toml: versions[0].thresholdz: unknown key" in text
     with pytest.raises(ConfigError, match="does not exist"):
         TariffBook.load(tmp_path / "missing")
+
+
+def test_limits() -> None:
+    found = problems({"w.toml": GOOD.replace('"3.00"', '"1000.01"').replace('"30"]', '"10000001"]')
+                      + '[versions.fixed]\ndefault = "1000000.01"\n'})
+    assert any("prices[2]: price '1000.01' is above the limit of 1,000" in p for p in found), found
+    assert any("thresholds[1]: volume '10000001' is above the limit of 10,000,000 m³" in p for p in found), found
+    assert any("fixed.default: price '1000000.01' is above the limit of 1,000,000" in p for p in found), found
