@@ -23,7 +23,8 @@ tariff version):
   per month are spread over segments by cumulative rounding of ``price * months * days``;
 * line kinds: 0 tier, 1 flat, 2 fixed, 3 minimum, 4 heating, 5 apportioned (:data:`KINDS`).
 
-Limits: ``quantity * unit_price`` must fit in int64 (a 1.5·10^9 m³ line at 6 yuan/m³ does).
+Every product fits in int64 within the limits of :mod:`meterline.rating.money` (``MAX_*``),
+which the tariff loader and ``rate()`` enforce.
 """
 
 from __future__ import annotations
