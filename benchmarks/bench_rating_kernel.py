@@ -85,6 +85,11 @@ def kernel_inputs(book: TariffBook, d: dict[str, np.ndarray]) -> tuple[tuple, tu
 
 
 def run_kernel(params: tuple, segs: tuple) -> list[np.ndarray]:
+    with kernels.chunked():  # as rate() runs it: dynamic scheduling
+        return _run_kernel(params, segs)
+
+
+def _run_kernel(params: tuple, segs: tuple) -> list[np.ndarray]:
     n = len(segs[0])
     counts = np.empty(n, dtype=np.int64)
     kinds = (np.int64, np.int32, np.int16, np.int64, np.int64, np.int64, np.int32, np.int8)

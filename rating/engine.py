@@ -313,47 +313,48 @@ def rate(book: TariffBook, frame: pl.DataFrame, *, company: str | None = None,
     if not part_in[0].size:
         part_in = [np.zeros(1, dtype=np.int64)] * len(part_in)
 
-    # -- rate: count lines per segment, then write them at their final places -----------------------
-    order, bounds = _by_version(seg_version, len(reg.versions))
-    params = [_version_params(reg, v, fixed_lut.get(v, empty)) for v in range(len(reg.versions))]
-    seg_counts = np.zeros(S, dtype=np.int64)
-    # the counting pass gets empty outputs of the writing pass's types: one compiled kernel for both
-    no_out = (empty, np.zeros(0, np.int32), np.zeros(0, np.int16), empty, empty, empty, np.zeros(0, np.int32),
-              np.zeros(0, np.int8))
-    ids = []
-    for v in range(len(reg.versions)):
-        idx = order[bounds[v]:bounds[v + 1]] if order is not None else np.arange(S, dtype=np.int64)
-        ids.append(idx)
-        if len(idx):
-            kernels.rate_segments(False, *params[v], idx, seg_row, seg_gs, *row_in.values(), seg_heat, *part_in,
-                                  seg_counts, seg_counts, *no_out)
-    seg_off = np.zeros(S + 1, dtype=np.int64)
-    np.cumsum(seg_counts, out=seg_off[1:])
-    L = int(seg_off[-1])
-    out_seg = np.empty(L, dtype=np.int64)
-    out_comp = np.empty(L, dtype=np.int32)
-    out_tier = np.empty(L, dtype=np.int16)
-    out_qty = np.empty(L, dtype=np.int64)
-    out_price = np.empty(L, dtype=np.int64)
-    out_amt = np.empty(L, dtype=np.int64)
-    out_ppm = np.empty(L, dtype=np.int32)
-    out_kind = np.empty(L, dtype=np.int8)
-    for v, idx in enumerate(ids):
-        if len(idx):
-            kernels.rate_segments(True, *params[v], idx, seg_row, seg_gs, *row_in.values(), seg_heat, *part_in,
-                                  seg_counts, seg_off, out_seg, out_comp, out_tier, out_qty, out_price, out_amt,
-                                  out_ppm, out_kind)
+    with kernels.chunked():  # dynamic scheduling of the parallel kernels
+        # -- rate: count lines per segment, then write them at their final places -----------------------
+        order, bounds = _by_version(seg_version, len(reg.versions))
+        params = [_version_params(reg, v, fixed_lut.get(v, empty)) for v in range(len(reg.versions))]
+        seg_counts = np.zeros(S, dtype=np.int64)
+        # the counting pass gets empty outputs of the writing pass's types: one compiled kernel for both
+        no_out = (empty, np.zeros(0, np.int32), np.zeros(0, np.int16), empty, empty, empty, np.zeros(0, np.int32),
+                  np.zeros(0, np.int8))
+        ids = []
+        for v in range(len(reg.versions)):
+            idx = order[bounds[v]:bounds[v + 1]] if order is not None else np.arange(S, dtype=np.int64)
+            ids.append(idx)
+            if len(idx):
+                kernels.rate_segments(False, *params[v], idx, seg_row, seg_gs, *row_in.values(), seg_heat, *part_in,
+                                      seg_counts, seg_counts, *no_out)
+        seg_off = np.zeros(S + 1, dtype=np.int64)
+        np.cumsum(seg_counts, out=seg_off[1:])
+        L = int(seg_off[-1])
+        out_seg = np.empty(L, dtype=np.int64)
+        out_comp = np.empty(L, dtype=np.int32)
+        out_tier = np.empty(L, dtype=np.int16)
+        out_qty = np.empty(L, dtype=np.int64)
+        out_price = np.empty(L, dtype=np.int64)
+        out_amt = np.empty(L, dtype=np.int64)
+        out_ppm = np.empty(L, dtype=np.int32)
+        out_kind = np.empty(L, dtype=np.int8)
+        for v, idx in enumerate(ids):
+            if len(idx):
+                kernels.rate_segments(True, *params[v], idx, seg_row, seg_gs, *row_in.values(), seg_heat, *part_in,
+                                      seg_counts, seg_off, out_seg, out_comp, out_tier, out_qty, out_price, out_amt,
+                                      out_ppm, out_kind)
 
-    # -- bills: line numbers, tax, sums ---------------------------------------------------------
-    row_lines = np.bincount(seg_row, weights=seg_counts, minlength=n).astype(np.int64)
-    row_off = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(row_lines, out=row_off[1:])
-    line_no = np.empty(L, dtype=np.int64)
-    tax = np.empty(L, dtype=np.int64)
-    bill_amount = np.zeros(n, dtype=np.int64)
-    bill_tax = np.zeros(n, dtype=np.int64)
-    kernels.finish_rows(row_off, g_taxbill[gidx], g_rule[gidx], out_amt, out_ppm, tax, line_no,
-                        bill_amount, bill_tax)
+        # -- bills: line numbers, tax, sums ---------------------------------------------------------
+        row_lines = np.bincount(seg_row, weights=seg_counts, minlength=n).astype(np.int64)
+        row_off = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(row_lines, out=row_off[1:])
+        line_no = np.empty(L, dtype=np.int64)
+        tax = np.empty(L, dtype=np.int64)
+        bill_amount = np.zeros(n, dtype=np.int64)
+        bill_tax = np.zeros(n, dtype=np.int64)
+        kernels.finish_rows(row_off, g_taxbill[gidx], g_rule[gidx], out_amt, out_ppm, tax, line_no,
+                            bill_amount, bill_tax)
 
     lines = _lines_frame(reg, gsa, row_key, seg_row, seg_gs, seg_heat, out_seg, out_comp, out_tier, out_qty,
                          out_price, out_amt, tax, out_kind, line_no)

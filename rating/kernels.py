@@ -29,8 +29,28 @@ which the tariff loader and ``rate()`` enforce.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
+import numba
 import numpy as np
 from numba import njit, prange
+
+#: iterations a thread takes at a time in the parallel loops (dynamic scheduling: on a busy
+#: machine a thread that got less CPU does not hold up the others)
+CHUNK = 1 << 14
+
+
+@contextmanager
+def chunked(size: int = CHUNK) -> Iterator[None]:
+    """Run the parallel kernels called inside with dynamic chunks of ``size`` iterations."""
+    before = numba.get_parallel_chunksize()
+    numba.set_parallel_chunksize(size)
+    try:
+        yield
+    finally:
+        numba.set_parallel_chunksize(before)
+
 
 KINDS = ("tier", "flat", "fixed", "minimum", "heating", "apportioned")
 K_TIER, K_FLAT, K_FIXED, K_MINIMUM, K_HEATING, K_APPORTIONED = range(6)
