@@ -186,12 +186,13 @@ def rate_segments(write,
                     top = hi if hi < t else t
                     bottom = base_lo if base_lo > prev else prev
                     q = top - bottom
-                    if q > 0:
+                    q = q if q > 0 else 0
+                    line = 1 if q > 0 else 0  # counted without a branch: tiers are hit at random
+                    if need_amt:
                         p = prices[comp_poff[c] + j]
-                        amt = div_round(q * p, VOLUME_DEN, rule) if need_amt else 0
-                        if comp_min[c]:
-                            min_sum += amt
-                        if write:  # written out here: a helper taking the arrays costs reference counting per line
+                        amt = div_round(q * p, VOLUME_DEN, rule)
+                        min_sum += amt * comp_min[c]
+                        if write and line:  # written out here: a helper taking the arrays costs refcounts
                             out_seg[pos] = s
                             out_comp[pos] = code
                             out_tier[pos] = j + 1
@@ -200,7 +201,7 @@ def rate_segments(write,
                             out_amt[pos] = amt
                             out_ppm[pos] = ppm
                             out_kind[pos] = K_TIER
-                        pos += 1
+                    pos += line
                     prev = t
         if a > 0:
             for c in range(ncomp):
