@@ -109,3 +109,16 @@ def test_every_row_is_accepted_or_reported_never_lost(rows, blank_after) -> None
     assert p.total == len(rows)
     for e in p.errors:
         assert e.message and e.line in lines
+
+
+def test_mixed_spellings_with_errors_in_both_parts() -> None:
+    """Found by the property test above: rows whose times parse at the first try and rows that
+    need the other spellings are concatenated; error messages formatted from that frame made
+    polars panic instead of reporting the rows."""
+    p = parse("meter,reader,read_at,register,skip_code\n"
+              "  WM3 ,张伟,2026-03-02 09:12,,meter_damaged\n"
+              "  WM3 ,张伟,,,\n"
+              "  WM3 ,张伟,,,\n")
+    assert p.total == 3
+    assert {e.line for e in p.errors} == {3, 4}
+    assert all("read_at is empty" in [x.message for x in p.errors if x.line == n] for n in (3, 4))
