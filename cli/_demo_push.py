@@ -17,6 +17,9 @@ from meterline.config.settings import IngestSettings
 from meterline.ingest.embedded_broker import EmbeddedBroker
 from meterline.ingest.service import Background, IngestService
 from meterline.ingest.simulator import Faults, MessageFactory, Plan, Simulator, load_meters
+from meterline.ingest.vee.config import config_for
+from meterline.ingest.vee.hook import IngestValidator
+from meterline.ingest.writer import BatchingWriter
 
 FAULTS = Faults(duplicates=0.02, reorder=0.01, malformed=0.005, skew=0.005)
 
@@ -34,6 +37,27 @@ def _metric(service: IngestService, name: str, **labels: str) -> int:
             if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
                 total += s.value
     return int(total)
+
+
+def live_validator(state: Any) -> IngestValidator:
+    """The demo's validation in the ingest path (one for all steps; ``step_validate`` drains it)."""
+    v = state.data.get("validator")
+    if v is None:
+        s = state.ctx.settings.vee
+        v = IngestValidator(state.db.dsn, config_for(state.ctx.settings), queue_max=s.hook_queue_max,
+                            batch_max=s.hook_batch_max, name="demo-vee").start()
+        state.data["validator"] = v
+    return v
+
+
+def ingest_service(state: Any, sources: dict[str, dict]) -> IngestService:
+    """The ingest service over ``sources``, its writer feeding the live validator."""
+    settings = dataclasses.replace(state.ctx.settings, ingest=IngestSettings(metrics_port=0, sources=sources))
+    service = IngestService(settings, state.db.dsn)
+    service.writer = BatchingWriter(state.db.dsn, settings.writer, observer=service.metrics.observe_batch,
+                                    name="ingest-writer", on_commit=live_validator(state).on_commit)
+    service.build_sources()
+    return service
 
 
 def step_push(state: Any) -> None:
@@ -54,9 +78,7 @@ def step_push(state: Any) -> None:
                         "profiles": {"kamstrup": {"codec": "kamstrup"}}},
             "coap": {"kind": "coap", "host": "127.0.0.1", "port": coap_port},
         }
-        settings = dataclasses.replace(state.ctx.settings, ingest=IngestSettings(metrics_port=0, sources=sources))
-        service = IngestService(settings, state.db.dsn)
-        service.build_sources()
+        service = ingest_service(state, sources)
         running = Background(service).start()
         try:
             deadline = time.monotonic() + 60

@@ -9,10 +9,17 @@ as a list of steps, each adding lines to the closing summary:
    (they must become dead letters with a reason);
 4. pushing meters: the ingest service (MQTT on an in-process broker, ChirpStack uplinks, CoAP)
    against the simulated meters, with a few faults (``cli/_demo_push.py``);
-5. maintenance: partitions ahead, the daily aggregate.
+5. concentrators: simulated M-Bus segments and Modbus gateways polled by the ingest service's
+   pollers, with faults (``cli/_demo_field.py``);
+6. handheld routes: route files exported, the readers' uploads imported (with bad rows), the
+   same upload again (``cli/_demo_field.py``);
+7. maintenance: partitions ahead, the daily aggregate;
+8. validation: the batch VEE run over the billing period and over the month so far, and the
+   alerts it raised by rule;
+9. group operation: what the application role sees.
 
-Later stages of the pipeline (ingest service, validation, billing, ledger, exports) add
-their steps to ``STEPS``.
+Every step adds lines to the closing summary; its wall time is printed when it ends. Files
+the demo writes (route files, uploads, bank files, exports, reports) go under ``--out``.
 """
 
 from __future__ import annotations
@@ -22,16 +29,21 @@ import dataclasses
 import datetime as dt
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
+from zoneinfo import ZoneInfo
 
 import psycopg
 from psycopg import sql
 from rich.table import Table
 
 from meterline.cli._base import Command, Context
+from meterline.cli._demo_field import step_concentrators, step_handheld
 from meterline.cli._demo_push import step_push
 from meterline.cli.seed import progress_bar, seed
 from meterline.ingest.model import Quantity, Reading, Source
+from meterline.ingest.vee.batch import run_period
+from meterline.ingest.vee.config import config_for
 from meterline.ingest.writer import WriteResult, write_readings
 from meterline.store import maintain as maintenance
 from meterline.store import migrate as migrations
@@ -50,6 +62,7 @@ class DemoState:
     args: argparse.Namespace
     db: Database | None = None
     company_id: int | None = None
+    out_dir: Path = Path("demo-output")
     summary: list[tuple[str, str, str]] = field(default_factory=list)  # (section, item, value)
     timings: list[tuple[str, float]] = field(default_factory=list)
     data: dict[str, object] = field(default_factory=dict)
@@ -171,12 +184,83 @@ def step_group(state: DemoState) -> None:
     state.add("group operation", "phones stored encrypted", f"{encrypted:,} of {phones:,}")
 
 
+def billing_period(today: dt.date) -> str:
+    """The last complete month before ``today`` (the period the seeded history covers whole)."""
+    last = today.replace(day=1) - dt.timedelta(days=1)
+    return f"{last:%Y-%m}"
+
+
+def step_validate(state: DemoState) -> None:
+    """The batch validation run over the billing period and over the month so far; alerts by rule."""
+    assert state.db is not None and state.company_id is not None
+    company = state.data["seed"].company
+    today = dt.datetime.now(dt.timezone.utc).astimezone(ZoneInfo(company.timezone)).date()
+    period = billing_period(today)
+    state.data["period"] = period
+    config = config_for(state.ctx.settings)
+    vs = state.ctx.settings.vee
+    flagged: dict[str, int] = {}
+    validator = state.data.pop("validator", None)
+    if validator is not None:  # what the ingest path validated as it arrived
+        with state.ctx.console.status("validating the readings received live"):
+            validator.close()
+        h = validator.stats
+        state.add("validation", "in the ingest path", f"{h.validated:,} readings received today, {h.flagged:,} flagged; "
+                                                     f"alerts opened {h.alerts_opened:,}")
+        if h.failures or h.skipped_readings:
+            raise RuntimeError(f"validation in the ingest path failed on {h.failures} batch(es), "
+                               f"left {h.skipped_readings} reading(s) unvalidated")
+    with progress_bar(state.ctx) as progress:
+        for p in (period,):
+            task = progress.add_task(f"validating {p}", total=None)
+
+            def report(done: int, total: int, task=task) -> None:
+                progress.update(task, completed=done, total=total)
+
+            s = run_period(state.db.dsn, company.id, company.code, company.timezone, p, config,
+                           chunk_meters=vs.chunk_meters, loaders=vs.loaders, actor="demo", progress=report)
+            for rule, n in s.by_rule.items():
+                flagged[rule] = flagged.get(rule, 0) + n
+            methods = ", ".join(f"{k} {v:,}" for k, v in sorted(s.estimated_by_method.items()))
+            state.add("validation", f"period {p}", f"{s.readings:,} readings of {s.meters:,} meters, "
+                                                   f"{s.flagged:,} flagged ({s.held:,} held, {s.rejected:,} rejected) "
+                                                   f"in {s.seconds:.1f}s")
+            state.add("validation", f"{p} period-end reads estimated", f"{s.estimated:,}"
+                                                                       + (f" ({methods})" if methods else "")
+                                                                       + f"; cannot estimate {s.estimation_failed:,}")
+    with state.db.connection(company_id=state.company_id) as conn:
+        alerts = conn.execute(
+            """SELECT rule, severity, count(*) FROM alert WHERE company_id = %s AND status <> 'resolved'
+               GROUP BY rule, severity ORDER BY count(*) DESC, rule""", [state.company_id]).fetchall()
+        faults = state.data.get("field_faults", {})
+        caught = dict(conn.execute(
+            """SELECT m.serial, string_agg(DISTINCT a.rule, ',') FROM alert a JOIN meter m ON m.id = a.meter_id
+                WHERE a.company_id = %s AND m.serial = ANY(%s) GROUP BY m.serial""",
+            [state.company_id, list(faults.values())]).fetchall()) if faults else {}
+    table = Table(title="open alerts by rule")
+    for col in ("rule", "severity", "alerts"):
+        table.add_column(col, justify="right" if col == "alerts" else "left")
+    for rule, severity, n in alerts:
+        table.add_row(rule, severity, f"{n:,}")
+    state.ctx.console.print(table)
+    state.data["alerts"] = [(r, sev, n) for r, sev, n in alerts]
+    state.add("validation", "readings flagged by rule",
+              ", ".join(f"{k} {v:,}" for k, v in sorted(flagged.items(), key=lambda kv: -kv[1])) or "none")
+    state.add("validation", "open alerts", f"{sum(n for *_, n in alerts):,}: "
+                                           + ", ".join(f"{r} {n:,}" for r, _s, n in alerts[:8]))
+    for what, serial in faults.items():
+        state.add("validation", f"injected {what} ({serial})", caught.get(serial) or "no alert")
+
+
 STEPS: list[Step] = [
     ("database", step_database),
     ("seed utility", step_seed),
     ("redelivery & bad input", step_redelivery),
     ("pushing meters", step_push),
+    ("concentrators (M-Bus, Modbus)", step_concentrators),
+    ("handheld routes", step_handheld),
     ("maintenance", step_maintain),
+    ("validation & alerts", step_validate),
     ("group operation", step_group),
 ]
 
@@ -186,10 +270,13 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--days", type=int, default=62, help="days of reading history (default 62)")
     p.add_argument("--keep", action="store_true", help="reuse the demo database instead of recreating it")
     p.add_argument("--database", default=DEMO_DATABASE, help=f"database the demo (re)creates (default {DEMO_DATABASE})")
+    p.add_argument("--out", type=Path, default=Path("demo-output"),
+                   help="directory for the files the demo writes (default ./demo-output)")
 
 
 def run(ctx: Context, args: argparse.Namespace) -> int:
-    state = DemoState(ctx=ctx, args=args)
+    state = DemoState(ctx=ctx, args=args, out_dir=args.out.resolve())
+    state.out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     try:
         for i, (title, fn) in enumerate(STEPS, 1):
@@ -197,7 +284,11 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
             t = time.perf_counter()
             fn(state)
             state.timings.append((title, time.perf_counter() - t))
+            ctx.console.print(f"[dim]{title}: {state.timings[-1][1]:.1f}s[/dim]")
     finally:
+        validator = state.data.pop("validator", None)
+        if validator is not None:
+            validator.close()
         if state.db is not None:
             state.db.close()
     table = Table(title="meterline demo — summary", show_lines=False)
@@ -208,7 +299,8 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
     for section, item, value in state.summary:
         table.add_row(section if section != last else "", item, value)
         last = section
-    table.add_row("time", "total", f"{time.perf_counter() - started:.1f}s")
+    table.add_row("time", "steps", ", ".join(f"{t} {s:.1f}s" for t, s in state.timings))
+    table.add_row("", "total", f"{time.perf_counter() - started:.1f}s")
     ctx.console.print(table)
     return 0
 
