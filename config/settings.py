@@ -242,6 +242,21 @@ class BillingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RatingSettings:
+    """Rating (``rating/``): where the tariffs are."""
+
+    #: directory of tariff files (*.toml, see README "Tariffs and quotes"); default: the
+    #: ``config/tariffs`` shipped with meterline. A relative path is taken from the settings file's folder.
+    tariff_dir: Path | None = None
+
+    def validate(self) -> list[str]:
+        problems = []
+        if self.tariff_dir is not None and Path(self.tariff_dir).is_absolute() and not Path(self.tariff_dir).is_dir():
+            problems.append(f"tariff_dir {self.tariff_dir} is not a directory")
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
 class CompaniesSettings:
     """Per-company configuration (``config.companies``): ``<dir>/<company code>/...``."""
 
@@ -376,6 +391,7 @@ class Settings:
     alerts: AlertSinkSettings = field(default_factory=AlertSinkSettings)
     ledger: LedgerSettings = field(default_factory=LedgerSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    rating: RatingSettings = field(default_factory=RatingSettings)
     #: the file these settings were read from, if any (not a TOML key)
     source: Path | None = field(default=None, init=False, compare=False)
 
