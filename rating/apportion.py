@@ -265,6 +265,9 @@ def _apportion(pidx, cons, known, account, area, pol, fallback):  # pragma: no c
             total += m_res[j]
         if policy == 0:
             m_dist[j] = total
+            if total == 0 and m_status[j] == 1:
+                j += 1
+                continue
             s_master[ns] = i
             s_via[ns] = i
             s_acc[ns] = account[i]

@@ -50,13 +50,14 @@ import numpy as np
 import polars as pl
 import psycopg
 
-from meterline.config.settings import CONFIG_DIR, BillingSettings
+from meterline.config.settings import BillingSettings
 from meterline.errors import MeterlineError
 from meterline.ingest.vee.alerts import raise_alerts
 from meterline.ingest.vee.engine import AlertEvent
 from meterline.ledger.bills import post_bills
 from meterline.rating import apportion as ap
 from meterline.rating.engine import rate
+from meterline.rating.errors import RatingError
 from meterline.rating.frames import copy_in, query_frame
 from meterline.rating.tariff import TariffBook
 from meterline.store.consumption import Kind, consumption, replacement_terms
@@ -67,7 +68,7 @@ UTC = dt.timezone.utc
 US = 1_000_000
 #: the VEE rule raised for a negative residual (sub-meters together above their master)
 IMBALANCE_RULE = "subs_exceed_master"
-OPENING_BASES = ("previous", "read", "installation", "first_read")
+OPENING_BASES = ("previous", "read", "installation", "last_read", "first_read")
 SKIP_REASONS = {
     "no_meter": "the account has no active meter",
     "no_closing_read": "no effective read near the end of the period",
@@ -195,12 +196,17 @@ SELECT DISTINCT ON (p.meter_id) p.meter_id, {_US.format(c="p.closing_ts")} AS ts
  WHERE p.period < %(period)s
  ORDER BY p.meter_id, p.period DESC"""
 
-_FIRST = f"""
-SELECT DISTINCT ON (r.meter_id) r.meter_id, {_US.format(c="r.ts")} AS ts, r.value, r.estimated
-  FROM reading_effective r JOIN ml_bill_meter s ON s.id = r.meter_id AND s.quantity = r.quantity
- WHERE r.ts > %(s)s AND r.ts < %(e)s
-   AND NOT EXISTS (SELECT 1 FROM meter_period_read p WHERE p.meter_id = s.id AND p.period < %(period)s)
- ORDER BY r.meter_id, r.ts"""
+_FALLBACK = f"""
+SELECT s.id AS meter_id, coalesce(b.ts, f.ts) AS ts, coalesce(b.value, f.value) AS value,
+       coalesce(b.estimated, f.estimated) AS estimated, (b.ts IS NULL)::int AS first_read
+  FROM ml_bill_meter s
+  LEFT JOIN LATERAL (SELECT {_US.format(c="r.ts")} AS ts, r.value, r.estimated FROM reading_effective r
+                      WHERE r.meter_id = s.id AND r.quantity = s.quantity AND r.ts <= %(s)s
+                      ORDER BY r.ts DESC LIMIT 1) b ON true
+  LEFT JOIN LATERAL (SELECT {_US.format(c="r.ts")} AS ts, r.value, r.estimated FROM reading_effective r
+                      WHERE r.meter_id = s.id AND r.quantity = s.quantity AND r.ts > %(s)s AND r.ts < %(e)s
+                      ORDER BY r.ts LIMIT 1) f ON b.ts IS NULL
+ WHERE coalesce(b.ts, f.ts) IS NOT NULL"""
 
 _INSTALLS = f"""
 SELECT i.meter_id, {_US.format(c="i.installed_at")} AS installed, i.initial_register AS initial,
@@ -232,7 +238,6 @@ def meter_reads(conn: psycopg.Connection, meters: pl.DataFrame, period: str, sta
     start = query_frame(conn, _NEAREST.format(
         extra="AND NOT EXISTS (SELECT 1 FROM meter_period_read p WHERE p.meter_id = s.id AND p.period < %(period)s)"),
         {"b": start_b, "wb": wb, "wa": wa, "period": period}, _READ_SCHEMA)
-    first = query_frame(conn, _FIRST, {"s": start_b, "e": end_b, "period": period}, _READ_SCHEMA)
     inst = query_frame(conn, _INSTALLS, None, _INST_SCHEMA).sort("meter_id", "installed")
 
     # a device removed without a final register (and not the last one) breaks the history
@@ -255,10 +260,24 @@ def meter_reads(conn: psycopg.Connection, meters: pl.DataFrame, period: str, sta
     inst_open = (first_inst.filter(pl.col("inst_ts") >= start_bound)
                  .select("meter_id", pl.col("inst_ts").alias("ts"), pl.col("inst_value").alias("value"),
                          pl.lit(False).alias("estimated")))
-    opening = pl.concat([tagged(prev, 0), tagged(start, 1), tagged(inst_open, 2), tagged(first, 3)])
+    opening = pl.concat([tagged(prev, 0), tagged(start, 1), tagged(inst_open, 2)])
     opening = (opening.join(out.select("meter_id", "close_ts"), on="meter_id", how="inner")
                .filter(pl.col("open_ts") <= pl.col("close_ts"))
                .sort("meter_id", "open_basis").unique("meter_id", keep="first"))
+    # meters never billed with no read near the period start (few): the latest read before it,
+    # else the first read inside the period
+    lacking = out.filter(pl.col("has_close")).join(opening, on="meter_id", how="anti")
+    if lacking.height:
+        conn.execute("TRUNCATE ml_bill_meter")
+        copy_in(conn, "ml_bill_meter", lacking.join(meters.select("meter_id", "quantity"), on="meter_id").select(
+            pl.col("meter_id").alias("id"), pl.col("quantity").cast(pl.Int16)))
+        more = query_frame(conn, _FALLBACK, {"s": start_b, "e": end_b},
+                           {**_READ_SCHEMA, "first_read": pl.Int8})
+        more = more.select("meter_id", pl.col("ts").alias("open_ts"), pl.col("value").alias("open_value"),
+                           pl.col("estimated").alias("open_est"), (pl.col("first_read") + 3).alias("open_basis"))
+        more = (more.join(out.select("meter_id", "close_ts"), on="meter_id", how="inner")
+                .filter(pl.col("open_ts") <= pl.col("close_ts")))
+        opening = pl.concat([opening, more])
     out = (out.join(opening, on="meter_id", how="left")
            .with_columns(has_open=pl.col("open_ts").is_not_null(),
                          bad_history=pl.col("meter_id").is_in(bad.implode())))
@@ -366,17 +385,17 @@ def bill_run(conn: psycopg.Connection, company_id: int, cycle: str, period: str,
     """
     t0 = time.perf_counter()
     settings = settings or BillingSettings()
-    tariffs = tariffs or TariffBook.load(CONFIG_DIR / "tariffs")
+    tariffs = tariffs or TariffBook.load()
     if not cycle or not cycle.strip():
         raise BillingError("a billing run needs a cycle")
     months = settings.cycle_months.get(cycle, 1)
     p_start, p_end = period_dates(period, months)
     due = p_end + dt.timedelta(days=settings.due_days)
     report = progress or (lambda stage, done, total: None)
-    tz_row = conn.execute("SELECT timezone FROM company WHERE id = %s", [company_id]).fetchone()
-    if tz_row is None:
+    row = conn.execute("SELECT timezone, code FROM company WHERE id = %s", [company_id]).fetchone()
+    if row is None:
         raise BillingError(f"company {company_id} does not exist (or is not in this session's scope)")
-    tz = tz_row[0]
+    tz, company_code = row
     start_b, end_b = local_midnight(p_start, tz), local_midnight(p_end + dt.timedelta(days=1), tz)
     result = BillRunResult(None, company_id, cycle, period, p_start, p_end, due, dry_run)
     timings = result.timings
@@ -425,7 +444,7 @@ def bill_run(conn: psycopg.Connection, company_id: int, cycle: str, period: str,
             if not shard:
                 continue
             part = accounts.filter(pl.col("book_id").is_in(shard))
-            _shard(conn, company_id, run_id, part, shard, period, p_start, p_end, due, start_b, end_b, shares,
+            _shard(conn, company_id, company_code, run_id, part, shard, period, p_start, p_end, due, start_b, end_b, shares,
                    master_ids, tariffs, settings, result, dry_run, lap)
             done += part.height
             report("billing", done, accounts.height)
@@ -558,7 +577,7 @@ def _iso(col: str) -> pl.Expr:
     return pl.from_epoch(pl.col(col), time_unit="us").dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _shard(conn: psycopg.Connection, company_id: int, run_id: int | None, accounts: pl.DataFrame, book_ids: list[int],
+def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id: int | None, accounts: pl.DataFrame, book_ids: list[int],
            period: str, p_start: dt.date, p_end: dt.date, due: dt.date, start_b: dt.datetime, end_b: dt.datetime,
            shares: pl.DataFrame, master_ids: set[int], tariffs: TariffBook, settings: BillingSettings,
            result: BillRunResult, dry_run: bool, lap: Callable[[str, float], float]) -> None:
@@ -599,8 +618,8 @@ def _shard(conn: psycopg.Connection, company_id: int, run_id: int | None, accoun
     # -- year to date for annual tiers -------------------------------------------------------
     ytd = pl.DataFrame(schema={"account_id": pl.Int64, "ytd": pl.Int64})
     if good.height:
-        starts = {tid: tariffs.year_start(tid, p_start) for tid in good["tariff_id"].unique().to_list()
-                  if _has_tariff(tariffs, tid)}
+        starts = {tid: tariffs.year_start(tid, p_start, company_code) for tid in good["tariff_id"].unique().to_list()
+                  if _has_tariff(tariffs, tid, company_code)}
         if starts:
             sub = good.filter(pl.col("tariff_id").is_in(list(starts)))
             ytd = query_frame(conn, _YTD, {"accounts": sub["account_id"].to_list(),
@@ -612,7 +631,7 @@ def _shard(conn: psycopg.Connection, company_id: int, run_id: int | None, accoun
         pl.col("ytd").fill_null(0).cast(pl.Int64), "household_size", "dwellings", "meter_size", "area_cm2",
         pl.lit(None, pl.Date).alias("heating_stop"), pl.lit(None, pl.Date).alias("heating_resume"))
     t = lap("prepare", t)
-    rated = rate(tariffs, frame, on_error="collect")
+    rated = rate(tariffs, frame, company=company_code, on_error="collect")
     t = lap("rate", t)
     errors = getattr(rated, "errors", None)
     tariff_skips = pl.DataFrame(schema={"account_id": pl.Int64, "reason": pl.Utf8, "message": pl.Utf8})
@@ -681,11 +700,11 @@ def _shard(conn: psycopg.Connection, company_id: int, run_id: int | None, accoun
     lap("skips", t)
 
 
-def _has_tariff(tariffs: TariffBook, tariff_id: str) -> bool:
+def _has_tariff(tariffs: TariffBook, tariff_id: str, company: str) -> bool:
     try:
-        tariffs.get(tariff_id)
+        tariffs.get(tariff_id, company)
         return True
-    except Exception:  # the engine reports unknown tariffs per account
+    except RatingError:  # the engine reports unknown tariffs per account
         return False
 
 

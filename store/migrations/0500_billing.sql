@@ -23,10 +23,11 @@ CREATE TABLE meter_period_read (
     run_id            bigint      NOT NULL REFERENCES billing_run(id),
     account_id        bigint      REFERENCES account(id),       -- NULL: a master meter billed to nobody
     bill_id           bigint      REFERENCES bill(id),          -- NULL: not billed itself (a master meter)
-    -- where the opening read came from: the previous period's closing read ('previous'), the
-    -- effective read at the period start ('read'), the installed device's initial register
-    -- ('installation') or the first read inside the period ('first_read')
-    opening_basis     text        NOT NULL CHECK (opening_basis IN ('previous', 'read', 'installation', 'first_read')),
+    -- where the opening read came from: the previous billed period's closing read ('previous');
+    -- for a meter never billed: the effective read nearest the period start ('read'), the initial
+    -- register of a device installed in the period ('installation'), the latest read before the
+    -- period ('last_read') or the first read inside it ('first_read')
+    opening_basis     text        NOT NULL CHECK (opening_basis IN ('previous', 'read', 'installation', 'last_read', 'first_read')),
     opening_ts        timestamptz NOT NULL,
     opening_value     bigint      NOT NULL,
     opening_estimated boolean     NOT NULL,

@@ -158,3 +158,38 @@ def november(u: Utility) -> None:
                  "MM": 1_100_000, "BM": 560_000, "H1": 40_000, "H2": 40_000, "H3": 60_000,
                  "NM": 60_000, "H4": 70_000}.items():
         u.read(s, DEC_START, v)
+
+
+#: the tariff of these tests (numbers easy to compute by hand): blocks 0–22 / 22–30 / >30 m³ per
+#: month at 2 / 3 / 4 yuan, VAT 3 % on the water fee (per line), sewage 1 yuan/m³ without VAT,
+#: a monthly fixed charge of 5 yuan (DN15) or 50 yuan (DN50)
+TARIFF = '''
+id = "water-residential"
+name = "test residential water"
+use_type = "residential"
+rounding = "half_up"
+tax_rounding = "line"
+
+[[versions]]
+effective = "2026-01-01"
+basis = "period"
+thresholds = ["22", "30"]
+
+[[versions.components]]
+code = "water"
+prices = ["2.00", "3.00", "4.00"]
+tax_rate = "0.03"
+
+[[versions.components]]
+code = "sewage"
+price = "1.00"
+
+[versions.fixed]
+sizes = { DN15 = "5.00", DN50 = "50.00", DN100 = "100.00" }
+'''
+
+
+def tariffs():
+    from meterline.rating.tariff import TariffBook
+
+    return TariffBook.from_texts({"water-residential.toml": TARIFF})
