@@ -70,8 +70,10 @@ def _m3(litres: int) -> str:
 
 def _price(unit_price: int, scale: int) -> str:
     """``unit_price / 10^scale`` minor units per display unit, as yuan."""
-    text = f"{unit_price / 10 ** scale / 100:.4f}".rstrip("0")
-    return text + "0" if text.endswith(".") else text
+    text = f"{unit_price / 10 ** scale / 100:.6f}"
+    while text.endswith("0") and len(text.split(".")[1]) > 2:
+        text = text[:-1]
+    return text
 
 
 def _when(ts: dt.datetime, tz: str) -> str:
