@@ -40,12 +40,15 @@ def _metric(service: IngestService, name: str, **labels: str) -> int:
 
 
 def live_validator(state: Any) -> IngestValidator:
-    """The demo's validation in the ingest path (one for all steps; ``step_validate`` drains it)."""
+    """The demo's validation in the ingest path: one hook fed by every step's writer as batches
+    commit. Its worker is started by ``step_validate``, after the deliveries: on a machine where
+    the compiled kernels are not cached yet, compiling them beside the ingest service's event
+    loop starves it and the pushing meters' MQTT deliveries stall."""
     v = state.data.get("validator")
     if v is None:
         s = state.ctx.settings.vee
         v = IngestValidator(state.db.dsn, config_for(state.ctx.settings), queue_max=s.hook_queue_max,
-                            batch_max=s.hook_batch_max, name="demo-vee").start()
+                            batch_max=s.hook_batch_max, name="demo-vee")
         state.data["validator"] = v
     return v
 

@@ -40,11 +40,15 @@ from rich.table import Table
 from meterline.cli._base import Command, Context
 from meterline.cli._demo_field import step_concentrators, step_handheld
 from meterline.cli._demo_push import step_push
+from meterline.cli.ledger import money
 from meterline.cli.seed import progress_bar, seed
+from meterline.errors import MeterlineError
 from meterline.ingest.model import Quantity, Reading, Source
 from meterline.ingest.vee.batch import run_period
 from meterline.ingest.vee.config import config_for
 from meterline.ingest.writer import WriteResult, write_readings
+from meterline.rating.run import BillRunResult, bill_run
+from meterline.rating.tariff import load_book
 from meterline.store import maintain as maintenance
 from meterline.store import migrate as migrations
 from meterline.store import partitions
@@ -54,6 +58,7 @@ from meterline.store.personal import keyring_from_settings
 
 DEMO_DATABASE = "meterline_demo"
 DEMO_COMPANY = "demo"
+SEED_CYCLES = ("M", "B")  #: the billing cycles of the books ``store.seed`` builds
 
 
 @dataclass
@@ -63,6 +68,10 @@ class DemoState:
     db: Database | None = None
     company_id: int | None = None
     out_dir: Path = Path("demo-output")
+    today: dt.date = field(default_factory=dt.date.today)  #: the company's today
+    period: str = ""  #: the billing period (the last complete month)
+    cycles: dict[str, int] = field(default_factory=dict)  #: billing cycle -> months it spans
+    days: int = 0  #: days of seeded history
     summary: list[tuple[str, str, str]] = field(default_factory=list)  # (section, item, value)
     timings: list[tuple[str, float]] = field(default_factory=list)
     data: dict[str, object] = field(default_factory=dict)
@@ -116,7 +125,7 @@ def step_seed(state: DemoState) -> None:
     with progress_bar(state.ctx) as progress:
         report = seed(state.db, company_code=DEMO_COMPANY, company_name="演示水务有限公司",
                       timezone=state.ctx.settings.utility.timezone, meters=state.args.meters,
-                      days=state.args.days, progress=progress, writer_settings=state.ctx.settings.writer,
+                      days=state.days, end=state.today, progress=progress, writer_settings=state.ctx.settings.writer,
                       keyring=keyring_from_settings(state.ctx.settings))
     state.company_id = report.company.id
     state.data["seed"] = report
@@ -159,7 +168,7 @@ def step_redelivery(state: DemoState) -> None:
 def step_maintain(state: DemoState) -> None:
     assert state.db is not None
     with state.db.connect(autocommit=True, owner=True) as conn:
-        report = maintenance.maintain(conn, refresh_days=max(1, state.args.days))
+        report = maintenance.maintain(conn, refresh_days=max(1, state.days))
         total = conn.execute("SELECT count(*) FROM reading").fetchone()[0]
         dead = conn.execute("SELECT count(*) FROM dead_letter").fetchone()[0]
     state.add("readings", "stored", f"{total:,}")
@@ -184,25 +193,39 @@ def step_group(state: DemoState) -> None:
     state.add("group operation", "phones stored encrypted", f"{encrypted:,} of {phones:,}")
 
 
+def _month(day: dt.date, back: int = 0) -> dt.date:
+    """First day of the month ``back`` months before ``day``'s month."""
+    n = day.year * 12 + day.month - 1 - back
+    return dt.date(n // 12, n % 12 + 1, 1)
+
+
 def billing_period(today: dt.date) -> str:
     """The last complete month before ``today`` (the period the seeded history covers whole)."""
-    last = today.replace(day=1) - dt.timedelta(days=1)
-    return f"{last:%Y-%m}"
+    return f"{_month(today, 1):%Y-%m}"
+
+
+def history_days(today: dt.date, longest_cycle: int) -> int:
+    """Days of history that cover the billing period of the longest cycle and the month before it
+    (its opening reads: walk-by books are read some days before a month ends)."""
+    return (today - _month(today, longest_cycle + 1)).days + 1
+
+
+def validation_periods(today: dt.date, longest_cycle: int) -> list[str]:
+    """The months whose ends are the billing periods' boundaries, oldest first."""
+    return [f"{_month(today, k):%Y-%m}" for k in range(longest_cycle + 1, 0, -1)]
 
 
 def step_validate(state: DemoState) -> None:
     """The batch validation run over the billing period and over the month so far; alerts by rule."""
     assert state.db is not None and state.company_id is not None
     company = state.data["seed"].company
-    today = dt.datetime.now(dt.timezone.utc).astimezone(ZoneInfo(company.timezone)).date()
-    period = billing_period(today)
-    state.data["period"] = period
     config = config_for(state.ctx.settings)
     vs = state.ctx.settings.vee
     flagged: dict[str, int] = {}
     validator = state.data.pop("validator", None)
     if validator is not None:  # what the ingest path validated as it arrived
-        with state.ctx.console.status("validating the readings received live"):
+        with state.ctx.console.status("validating the readings received today (the ingest hook)"):
+            validator.start()
             validator.close()
         h = validator.stats
         state.add("validation", "in the ingest path", f"{h.validated:,} readings received today, {h.flagged:,} flagged; "
@@ -211,7 +234,7 @@ def step_validate(state: DemoState) -> None:
             raise RuntimeError(f"validation in the ingest path failed on {h.failures} batch(es), "
                                f"left {h.skipped_readings} reading(s) unvalidated")
     with progress_bar(state.ctx) as progress:
-        for p in (period,):
+        for p in validation_periods(state.today, max(state.cycles.values())):
             task = progress.add_task(f"validating {p}", total=None)
 
             def report(done: int, total: int, task=task) -> None:
@@ -221,6 +244,10 @@ def step_validate(state: DemoState) -> None:
                            chunk_meters=vs.chunk_meters, loaders=vs.loaders, actor="demo", progress=report)
             for rule, n in s.by_rule.items():
                 flagged[rule] = flagged.get(rule, 0) + n
+            if p != state.period:
+                state.add("validation", f"period {p}", f"{s.readings:,} readings, {s.flagged:,} flagged, "
+                                                       f"{s.estimated:,} period-end reads estimated")
+                continue
             methods = ", ".join(f"{k} {v:,}" for k, v in sorted(s.estimated_by_method.items()))
             state.add("validation", f"period {p}", f"{s.readings:,} readings of {s.meters:,} meters, "
                                                    f"{s.flagged:,} flagged ({s.held:,} held, {s.rejected:,} rejected) "
@@ -252,6 +279,54 @@ def step_validate(state: DemoState) -> None:
         state.add("validation", f"injected {what} ({serial})", caught.get(serial) or "no alert")
 
 
+def step_billing(state: DemoState) -> None:
+    """The billing run of every seeded cycle for the billing period: bills, lines, ledger postings."""
+    assert state.db is not None and state.company_id is not None
+    billing = state.ctx.settings.billing
+    tariffs = load_book(state.ctx.settings)
+    results: list[BillRunResult] = []
+    with progress_bar(state.ctx) as progress:
+        for cycle in state.cycles:
+            task = progress.add_task(f"billing cycle {cycle} {state.period}", total=None)
+
+            def report(stage: str, done: int, total: int, task=task) -> None:
+                progress.update(task, completed=done, total=total)
+
+            with state.db.connection(company_id=state.company_id) as conn:
+                res = bill_run(conn, state.company_id, cycle, state.period, progress=report, tariffs=tariffs,
+                               settings=billing, created_by="demo")
+                conn.commit()
+            progress.update(task, completed=res.accounts, total=res.accounts)
+            results.append(res)
+    state.data["billing"] = results
+    table = Table(title=f"billing runs for {state.period}")
+    for col in ("cycle", "period", "due", "accounts", "bills", "m³ billed", "amount", "tax", "total", "estimated",
+                "skipped", "posted", "seconds"):
+        table.add_column(col, justify="left" if col in ("cycle", "period", "due") else "right")
+    for r in results:
+        table.add_row(r.cycle, f"{r.period_start}..{r.period_end}", str(r.due_date), f"{r.accounts:,}", f"{r.bills:,}",
+                      f"{r.consumption / 1000:,.1f}", money(r.amount), money(r.tax), money(r.total),
+                      f"{r.estimated_share * 100:.1f}%", f"{len(r.skips):,}", f"{r.posted:,}", f"{r.seconds:.1f}")
+    state.ctx.console.print(table)
+    skipped: dict[str, int] = {}
+    for r in results:
+        for reason, n in r.skipped.items():
+            skipped[reason] = skipped.get(reason, 0) + n
+        state.add("billing", f"cycle {r.cycle} ({r.period_start} to {r.period_end})",
+                  f"{r.bills:,} bills, {r.consumption / 1000:,.0f} m³, {money(r.total)} yuan, due {r.due_date}")
+    bills = sum(r.bills for r in results)
+    estimated = sum(r.estimated for r in results)
+    state.add("billing", "bills", f"{bills:,} ({estimated / bills * 100 if bills else 0:.1f}% on estimated reads), "
+                                  f"{sum(r.posted for r in results):,} posted to the ledger")
+    state.add("billing", "amount billed", f"{money(sum(r.total for r in results))} yuan "
+                                          f"(tax {money(sum(r.tax for r in results))})")
+    state.add("billing", "apportioned (master–sub)", f"{sum(r.apportioned for r in results) / 1000:,.1f} m³")
+    state.add("billing", "accounts not billed", ", ".join(f"{k} {v:,}" for k, v in skipped.items()) or "none")
+    if not bills:
+        raise RuntimeError(f"the billing run of {state.period} wrote no bill; the seeded history covers "
+                           f"{state.days} days (--days)")
+
+
 STEPS: list[Step] = [
     ("database", step_database),
     ("seed utility", step_seed),
@@ -261,13 +336,15 @@ STEPS: list[Step] = [
     ("handheld routes", step_handheld),
     ("maintenance", step_maintain),
     ("validation & alerts", step_validate),
+    ("billing run", step_billing),
     ("group operation", step_group),
 ]
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--meters", type=int, default=10_000, help="size of the synthetic utility (default 10000)")
-    p.add_argument("--days", type=int, default=62, help="days of reading history (default 62)")
+    p.add_argument("--days", type=int, default=None,
+                   help="days of reading history (default: enough for the billing periods of every cycle)")
     p.add_argument("--keep", action="store_true", help="reuse the demo database instead of recreating it")
     p.add_argument("--database", default=DEMO_DATABASE, help=f"database the demo (re)creates (default {DEMO_DATABASE})")
     p.add_argument("--out", type=Path, default=Path("demo-output"),
@@ -276,6 +353,15 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def run(ctx: Context, args: argparse.Namespace) -> int:
     state = DemoState(ctx=ctx, args=args, out_dir=args.out.resolve())
+    state.today = dt.datetime.now(dt.timezone.utc).astimezone(ZoneInfo(ctx.settings.utility.timezone)).date()
+    state.period = billing_period(state.today)
+    # the seeded books' cycles (store.seed: monthly M, bi-monthly B) and how many months each spans
+    state.cycles = {c: ctx.settings.billing.cycle_months.get(c, 1) for c in SEED_CYCLES}
+    needed = history_days(state.today, max(state.cycles.values()))
+    if args.days is not None and args.days < needed:
+        raise MeterlineError(f"--days {args.days} is too short: billing {state.period} for cycles "
+                             f"{', '.join(state.cycles)} needs at least {needed} days of history (the default)")
+    state.days = args.days if args.days is not None else needed
     state.out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     try:
