@@ -39,6 +39,7 @@ from rich.table import Table
 
 from meterline.cli._base import Command, Context
 from meterline.cli._demo_field import step_concentrators, step_handheld
+from meterline.cli._demo_ledger import ledger_figures, step_close, step_payments, step_withholding
 from meterline.cli._demo_push import step_push
 from meterline.cli.ledger import money
 from meterline.cli.seed import progress_bar, seed
@@ -337,6 +338,9 @@ STEPS: list[Step] = [
     ("maintenance", step_maintain),
     ("validation & alerts", step_validate),
     ("billing run", step_billing),
+    ("payments", step_payments),
+    ("bank withholding round trip", step_withholding),
+    ("late fees & daily close", step_close),
     ("group operation", step_group),
 ]
 
@@ -371,13 +375,14 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
             fn(state)
             state.timings.append((title, time.perf_counter() - t))
             ctx.console.print(f"[dim]{title}: {state.timings[-1][1]:.1f}s[/dim]")
+        manager = _manager_summary(state)
     finally:
         validator = state.data.pop("validator", None)
         if validator is not None:
             validator.close()
         if state.db is not None:
             state.db.close()
-    table = Table(title="meterline demo — summary", show_lines=False)
+    table = Table(title="meterline demo — every step", show_lines=False)
     table.add_column("")
     table.add_column("")
     table.add_column("", justify="right")
@@ -388,7 +393,38 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
     table.add_row("time", "steps", ", ".join(f"{t} {s:.1f}s" for t, s in state.timings))
     table.add_row("", "total", f"{time.perf_counter() - started:.1f}s")
     ctx.console.print(table)
+    ctx.console.print(manager)
     return 0
+
+
+def _manager_summary(state: DemoState) -> Table:
+    """The month in the terms a utility manager uses."""
+    assert state.db is not None and state.company_id is not None
+    with state.db.connection(company_id=state.company_id) as conn:
+        # the demo's database is fresh: every reading but the seeded history was delivered today
+        received = conn.execute("SELECT count(*) FROM reading WHERE source_ref IS DISTINCT FROM 'seed'").fetchone()[0]
+        rejected = conn.execute("SELECT reason, count(*) FROM dead_letter GROUP BY reason "
+                                "ORDER BY count(*) DESC, reason").fetchall()
+        bad_rows = conn.execute("SELECT count(*) FROM handheld_bad_row").fetchone()[0]
+        f = ledger_figures(conn, state.company_id)
+    t = Table(title=f"{state.data['seed'].company.name} — {state.period} in one table", show_header=False)
+    t.add_column("", style="bold")
+    t.add_column("")
+    t.add_row("readings delivered", f"{received:,} stored; "
+              f"{sum(n for _, n in rejected) + bad_rows:,} rejected: "
+              + ", ".join([f"{r} {n}" for r, n in rejected] + ([f"handheld rows refused {bad_rows}"] if bad_rows else [])))
+    alerts = state.data.get("alerts", [])
+    t.add_row("open alerts by rule", ", ".join(f"{r} {n:,}" for r, _s, n in alerts) or "none")
+    t.add_row("bills", f"{f.bills:,} bills, {money(f.billed)} yuan billed for {state.period}")
+    t.add_row("collected", f"{money(f.collected)} yuan received; {money(f.bills_settled)} yuan of the bills "
+                           f"paid; prepaid credit {money(f.prepaid_credit)} yuan")
+    t.add_row("collection rate (回收率)", f"{f.collection_rate * 100:.1f}%")
+    t.add_row("still owed", f"{money(f.receivables)} yuan by {f.accounts_owing:,} accounts "
+                            f"(incl. late fees {money(f.late_fees)}, after waivers {money(f.adjustments)})")
+    t.add_row("books reconcile", "yes: billed + late fees − collected − adjustments = receivables"
+              if f.reconciles() else "NO: billed + late fees − collected − adjustments ≠ receivables")
+    t.add_row("files", str(state.out_dir))
+    return t
 
 
 COMMANDS = [Command("demo", "run the main job end to end on the embedded default", run, configure)]
