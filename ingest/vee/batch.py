@@ -40,6 +40,7 @@ from meterline.ingest.vee import store as S
 from meterline.ingest.vee.config import GROUPS, P_INDEX, VeeConfig
 from meterline.ingest.vee.engine import AlertEvent, FlagNames, alert_events, apply_reviews, kernel_rows, verdicts
 from meterline.ingest.vee.localtime import DAY_US, from_us, period_bounds, to_us
+from meterline.ingest.vee.trees import tree_consumption
 from meterline.store.consumption import consumption, replacement_terms
 
 log = logging.getLogger(__name__)
@@ -536,50 +537,18 @@ class BatchRun:
     def _trees(self, conn: psycopg.Connection, summary: RunSummary) -> None:
         cfg = self.config.imbalance
         p = self.config.defaults
-        rows = conn.execute(
-            """WITH tree AS (
-                   SELECT m.id, m.parent_meter_id, m.quantity, m.register_modulus, m.multiplier FROM meter m
-                   WHERE m.company_id = %(c)s AND m.status = 'active'
-                     AND (m.parent_meter_id IS NOT NULL
-                          OR EXISTS (SELECT 1 FROM meter s WHERE s.parent_meter_id = m.id AND s.status = 'active')))
-               SELECT t.id, t.parent_meter_id, t.register_modulus, t.multiplier, a.ts, a.value, b.ts, b.value
-               FROM tree t
-               LEFT JOIN LATERAL (SELECT r.ts, r.value FROM reading_effective r
-                                  WHERE r.meter_id = t.id AND r.quantity = t.quantity
-                                    AND r.ts >= %(s)s - %(wb)s AND r.ts <= %(s)s + %(wa)s
-                                  ORDER BY abs(extract(epoch FROM r.ts - %(s)s)), r.estimated LIMIT 1) a ON true
-               LEFT JOIN LATERAL (SELECT r.ts, r.value FROM reading_effective r
-                                  WHERE r.meter_id = t.id AND r.quantity = t.quantity
-                                    AND r.ts >= %(e)s - %(wb)s AND r.ts <= %(e)s + %(wa)s
-                                  ORDER BY abs(extract(epoch FROM r.ts - %(e)s)), r.estimated LIMIT 1) b ON true""",
-            {"c": self.company_id, "s": self.start, "e": self.end, "wb": dt.timedelta(days=p.period_end_before_days),
-             "wa": dt.timedelta(days=p.period_end_after_days)}).fetchall()
-        if not rows:
+        try:
+            trees = tree_consumption(conn, self.company_id, self.start, self.end,
+                                     before_days=p.period_end_before_days, after_days=p.period_end_after_days,
+                                     reverse_max=p.reverse_max, rollover_window=p.rollover_window)
+        except ValueError as exc:
+            self._failure(conn, None, "imbalance", exc)
             return
-        ids = np.array([x[0] for x in rows], dtype=np.int64)
-        has = np.array([x[4] is not None and x[6] is not None for x in rows])
-        inst = E._installations(conn, ids.tolist())
-        cons = np.full(len(rows), np.iinfo(np.int64).min, dtype=np.int64)
-        hi = np.flatnonzero(has)
-        if len(hi):
-            t_a = np.array([to_us(rows[i][4]) for i in hi], dtype=np.int64)
-            t_b = np.array([to_us(rows[i][6]) for i in hi], dtype=np.int64)
-            mod = np.array([rows[i][2] for i in hi], dtype=np.int64)
-            try:
-                fo, ini, btw = replacement_terms(ids[hi], t_a, t_b, *inst, mod)
-            except ValueError as exc:
-                self._failure(conn, None, "imbalance", exc)
-                return
-            c, kind = consumption([rows[i][5] for i in hi], [rows[i][7] for i in hi], mod,
-                                  [rows[i][3] for i in hi], fo, ini, btw, reverse_max=p.reverse_max,
-                                  rollover_window=p.rollover_window)
-            cons[hi] = np.where(kind == 4, np.iinfo(np.int64).min, c)
-        use = dict(zip(ids.tolist(), cons.tolist()))
-        children: dict[int, list[int]] = {}
-        for x in rows:
-            if x[1] is not None:
-                children.setdefault(x[1], []).append(x[0])
+        if not trees.use:
+            return
         none = np.iinfo(np.int64).min
+        use = {k: none if v is None else v for k, v in trees.use.items()}
+        children = trees.children
         imb_rule = self.config.rule(R.IMBALANCE.code)
         sub_rule = self.config.rule(R.SUBS_EXCEED_MASTER.code)
         events: list[AlertEvent] = []
