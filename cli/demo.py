@@ -328,6 +328,57 @@ def step_billing(state: DemoState) -> None:
                            f"{state.days} days (--days)")
 
 
+def step_exports(state: DemoState) -> None:
+    """Every export and report of the billing period under ``--out``, and a metrics snapshot."""
+    assert state.db is not None and state.company_id is not None
+    from prometheus_client import generate_latest
+
+    from meterline.exporters.bundle import export_all
+    from meterline.exporters.data import export_data
+    from meterline.exporters.finance import export_finance
+    from meterline.exporters.metrics import pipeline_registry
+    from meterline.exporters.reports import build, report_all
+
+    out = state.out_dir
+    with state.ctx.console.status(f"writing the exports and reports of {state.period}"):
+        with state.db.connection(company_id=state.company_id) as conn:
+            files = export_all(conn, state.company_id, state.period, out / "exports")
+            # the bills were posted and paid this month: the journal and payments of this month too
+            month = f"{state.today:%Y-%m}"
+            fin = export_finance(conn, state.company_id, month, out / "exports")
+            data = export_data(conn, state.company_id, month, out / "exports")
+            files += [fin.csv, fin.parquet, *data.files.values()]
+            files += report_all(conn, state.company_id, state.period, out, as_of=state.today,
+                                config=config_for(state.ctx.settings))
+            districts = build(conn, state.company_id, "collection", state.period, as_of=state.today, months=1)
+        metrics = out / "metrics" / "meterline.prom"
+        metrics.parent.mkdir(parents=True, exist_ok=True)
+        metrics.write_bytes(generate_latest(pipeline_registry(state.db.dsn, min_interval_s=0)))
+        files.append(metrics)
+    for rep in districts[:1]:
+        table = Table(title=rep.title)
+        for col in rep.columns:
+            table.add_column(col)
+        for row in rep.rows:
+            table.add_row(*(f"{v * 100:.1f}%" if k == "rate" and v is not None else
+                            money(v) if k == "money" and v is not None else str(v if v is not None else "")
+                            for v, k in zip(row, rep.kinds or ("text",) * len(row))))
+        state.ctx.console.print(table)
+    groups: dict[Path, list[Path]] = {}
+    for f in files:
+        groups.setdefault(f.parent, []).append(f)
+    listing = Table(title=f"files written under {out}")
+    for col in ("folder", "files", "size", "for example"):
+        listing.add_column(col, justify="right" if col in ("files", "size") else "left")
+    for folder, fs in sorted(groups.items()):
+        fs = sorted(set(fs))
+        size = sum(f.stat().st_size for f in fs)
+        listing.add_row(str(folder.relative_to(out)), f"{len(fs):,}", f"{size / 1024:,.0f} KiB", fs[0].name)
+        state.add("files", str(folder.relative_to(out)), f"{len(fs):,} files, {size / 1024:,.0f} KiB (e.g. {fs[0].name})")
+    state.ctx.console.print(listing)
+    state.data["files"] = files
+
+
 STEPS: list[Step] = [
     ("database", step_database),
     ("seed utility", step_seed),
@@ -341,6 +392,7 @@ STEPS: list[Step] = [
     ("payments", step_payments),
     ("bank withholding round trip", step_withholding),
     ("late fees & daily close", step_close),
+    ("exports & reports", step_exports),
     ("group operation", step_group),
 ]
 
