@@ -45,9 +45,12 @@ MODBUS_UNITS = 240  #: Modbus devices per simulated gateway (unit ids 1..240)
 UNKNOWN_IDENT = "99999999"  #: an M-Bus identification in nobody's registry
 SPIKE_L = 20_000  #: litres a spiking register jumps ahead
 REVERSE_L = 150  #: litres a register goes back (reverse flow, not a reset)
+HANDHELD_SPIKE_L = 150_000  #: a walk-by read a month after the last one: a digit mis-keyed (+150 m³)
 
 _NOW_SQL = """
-SELECT m.id, m.serial, m.comm_address, m.protocol, m.register_modulus, l.ts, l.value, p.ts, p.value
+SELECT m.id, m.serial, m.comm_address, m.protocol, m.register_modulus, l.ts, l.value, p.ts, p.value,
+       m.account_id IS NOT NULL AND m.size = 'DN15'
+         AND NOT EXISTS (SELECT 1 FROM meter k WHERE k.parent_meter_id = m.id) AS household
   FROM meter m
   LEFT JOIN LATERAL (SELECT r.ts, r.value FROM reading r WHERE r.meter_id = m.id AND r.quantity = m.quantity
                       ORDER BY r.ts DESC LIMIT 1) l ON true
@@ -68,20 +71,23 @@ class FieldMeter:
     last_ts: dt.datetime | None
     last_value: int | None
     now_value: int  #: the register now, in base units (litres)
+    household: bool = False  #: a household's own DN15 meter (no sub-meters)
 
 
 def field_meters(conn: Any, company_id: int, protocols: list[str], now: dt.datetime) -> list[FieldMeter]:
     """Meters of ``protocols`` with their register now: last reading + recent daily use × time since."""
     out = []
-    for mid, serial, addr, proto, modulus, lts, lv, pts, pv in conn.execute(_NOW_SQL, [company_id, protocols]):
+    for mid, serial, addr, proto, modulus, lts, lv, pts, pv, household in conn.execute(_NOW_SQL,
+                                                                                       [company_id, protocols]):
         if lv is None:
-            out.append(FieldMeter(mid, serial, addr or serial, proto, modulus, None, None, 0))
+            out.append(FieldMeter(mid, serial, addr or serial, proto, modulus, None, None, 0, household))
             continue
         rate = 0.0
         if pv is not None and pts is not None and lts > pts:
             rate = ((lv - pv) % modulus) / (lts - pts).total_seconds()
         advance = int(rate * max(0.0, (now - lts).total_seconds()))
-        out.append(FieldMeter(mid, serial, addr or serial, proto, modulus, lts, lv, (lv + advance) % modulus))
+        out.append(FieldMeter(mid, serial, addr or serial, proto, modulus, lts, lv, (lv + advance) % modulus,
+                              household))
     return out
 
 
@@ -105,10 +111,12 @@ def step_concentrators(state: Any) -> None:
         raise RuntimeError("the demo utility has no M-Bus meter (use more --meters)")
     values = {m.meter_id: m.now_value for m in meters}
     # the faults validation should find: one register far ahead, one a little back
-    spiking, reversing = mbus[len(mbus) // 3], mbus[(2 * len(mbus)) // 3 if len(mbus) > 2 else -1]
+    # ... on households' meters (a building's master meter passes far more water every day)
+    homes = [m for m in mbus if m.household and m.last_value] or mbus
+    spiking, reversing = homes[len(homes) // 3], homes[(2 * len(homes)) // 3 if len(homes) > 2 else -1]
     values[spiking.meter_id] = (spiking.now_value + SPIKE_L) % spiking.modulus
     values[reversing.meter_id] = max(0, (reversing.last_value or 0) - REVERSE_L)
-    state.data["field_faults"] = {"spike": spiking.serial, "reverse": reversing.serial}
+    state.data["field_faults"] = {"M-Bus spike": spiking.serial, "M-Bus reverse": reversing.serial}
 
     stop = threading.Event()
     sources: dict[str, dict] = {}
@@ -235,21 +243,24 @@ def step_handheld(state: Any, books: int = 2) -> None:
             rows = [r for r in csv.DictReader(fh) if r["meter"] in registers]
         walked = len(rows)
         start = now - dt.timedelta(seconds=30 * (walked + 5))
+        homes = [i for i, r in enumerate(rows) if registers[r["meter"]].household and registers[r["meter"]].last_value]
+        fault_at = dict(zip(homes[:4], ("mistyped", "no access", "spike", "reverse"))) if k == 0 else {}
         for i, row in enumerate(rows):
             m = registers[row["meter"]]
             row["read_at"] = (start + dt.timedelta(seconds=30 * i)).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
             row["reader"] = row["reader"] or "R01"
             value = m.now_value
-            if k == 0 and i == 1:
+            fault = fault_at.get(i)
+            if fault == "mistyped":
                 row["register"], faults["mistyped register"] = "12O4.5", row["meter"]
                 continue
-            if k == 0 and i == 2:
+            if fault == "no access":
                 row["skip_code"], row["note"], faults["no access"] = "no_access", "门锁着", row["meter"]
                 continue
-            if k == 0 and i == 3:
-                value, faults["spike"] = (value + SPIKE_L) % m.modulus, row["meter"]
-            if k == 0 and i == 4:
-                value, faults["reverse"] = max(0, (m.last_value or 0) - REVERSE_L), row["meter"]
+            if fault == "spike":
+                value, faults["handheld spike"] = (value + HANDHELD_SPIKE_L) % m.modulus, row["meter"]
+            if fault == "reverse":
+                value, faults["handheld reverse"] = max(0, (m.last_value or 0) - REVERSE_L), row["meter"]
             row["register"] = _litres_text(value, row["unit"] or "m3")
         if k == 0 and rows:
             ghost = dict(rows[0], meter="WM99999999", register="100", skip_code="", note="new meter, not on the list")

@@ -271,7 +271,9 @@ def step_validate(state: DemoState) -> None:
         alerts = conn.execute(
             """SELECT rule, severity, count(*) FROM alert WHERE company_id = %s AND status <> 'resolved'
                GROUP BY rule, severity ORDER BY count(*) DESC, rule""", [state.company_id]).fetchall()
-        faults = state.data.get("field_faults", {})
+        faults = dict(state.data.get("field_faults", {}))
+        faults.update({k: v for k, v in state.data.get("handheld", {}).get("faults", {}).items()
+                       if k in ("handheld spike", "handheld reverse")})
         caught = dict(conn.execute(
             """SELECT m.serial, string_agg(DISTINCT a.rule, ',') FROM alert a JOIN meter m ON m.id = a.meter_id
                 WHERE a.company_id = %s AND m.serial = ANY(%s) GROUP BY m.serial""",
