@@ -28,6 +28,7 @@ import datetime as dt
 import json
 import random
 import secrets
+import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -89,6 +90,19 @@ class LedgerDemo:
         c[1] += amount
 
 
+class _Lap:
+    """Prints how long each part of a step took (the demo shows where its time goes)."""
+
+    def __init__(self, state: Any) -> None:
+        self.console = state.ctx.console
+        self.t = time.perf_counter()
+
+    def __call__(self, what: str) -> None:
+        now = time.perf_counter()
+        self.console.print(f"  [dim]{what}: {now - self.t:.1f}s[/dim]")
+        self.t = now
+
+
 def _policy(state: Any) -> LedgerPolicy:
     return load_policy(state.ctx.settings.ledger.policy_file).for_company(state.data["seed"].company.code)
 
@@ -131,6 +145,7 @@ def step_payments(state: Any) -> None:
     demo = LedgerDemo()
     state.data["ledger"] = demo
     now = dt.datetime.now(UTC).replace(microsecond=0)
+    lap = _Lap(state)
     with state.db.connection(company_id=cid) as conn:
         dues = _dues(conn, cid)
         if not dues:
@@ -159,6 +174,7 @@ def step_payments(state: Any) -> None:
                 demo.voided = amount
                 demo.paid("counter", -amount, n=-1)
             conn.commit()
+            lap("counter")
 
             # -- WeChat Pay and Alipay ----------------------------------------------------------
             wx_key, ali_key = (rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2))
@@ -188,6 +204,7 @@ def step_payments(state: Any) -> None:
                 _notify_alipay(conn, cid, app, params, policy, demo)
                 progress.advance(task)
             conn.commit()
+            lap("wallets")
 
             # -- bank real-time and prepaid top-ups -----------------------------------------------
             task = progress.add_task("bank real-time, prepaid", total=len(groups["bank"]) + len(groups["prepaid"]))
@@ -208,6 +225,7 @@ def step_payments(state: Any) -> None:
                 demo.paid("prepaid IC card", amount)
                 progress.advance(task)
             conn.commit()
+            lap("bank real-time, prepaid")
     table = Table(title="payments received today")
     for col in ("channel", "payments", "amount (yuan)"):
         table.add_column(col, justify="left" if col == "channel" else "right")
@@ -357,9 +375,11 @@ def step_close(state: Any) -> None:
     demo: LedgerDemo = state.data["ledger"]
     policy = _policy(state)
     today = state.today
+    lap = _Lap(state)
     with state.db.connection(company_id=cid) as conn:
         demo.late_fee = late_fees.run_late_fees(conn, cid, today, policy=policy, created_by="demo")
         conn.commit()
+        lap("late fees")
         item = conn.execute(
             """SELECT id, account_id, amount - settled FROM receivable_item
                 WHERE company_id = %s AND kind = 'late_fee' AND status = 'open' AND amount > settled
@@ -371,10 +391,14 @@ def step_close(state: Any) -> None:
             corrections.approve(conn, cid, adj, decided_by="supervisor-01", policy=policy.allocation)
             demo.waived = item[2]
             conn.commit()
+            lap("waiver")
         demo.close = close.close_day(conn, cid, today, channel="*", cashier="*", closed_by="demo")
         conn.commit()
+        lap("daily close")
         check = balances.check(conn, cid)
+        lap("ledger check")
         rows = close.trial_balance(conn, cid, today)
+        lap("trial balance")
     if not check.ok:
         raise RuntimeError("the ledger's check found problems: " + "; ".join(check.problems[:5]))
     debit, credit = sum(r.debit for r in rows), sum(r.credit for r in rows)
