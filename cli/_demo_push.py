@@ -146,9 +146,15 @@ def step_push(state: Any) -> None:
     state.add("pushing meters", "messages sent", f"{stats.messages:,} ({by}) in {seconds:.1f}s")
     if state.data.get("backlog_delivered"):
         meters, reads = state.data["backlog_delivered"]
+        with state.db.connection(company_id=state.company_id) as conn:
+            stored = conn.execute("SELECT count(*) FROM reading WHERE company_id = %s AND source_ref LIKE 'backlog-%%'",
+                                  [state.company_id]).fetchone()[0]
+        written -= stored  # the rest were the live messages, one reading each
         state.add("pushing meters", "backlog (period-end reads)", f"{reads:,} readings of {meters:,} NB-IoT meters "
-                                                                   "delivered late over MQTT")
+                                                                   f"delivered late over MQTT, {stored:,} stored")
+        if stored != reads:
+            raise RuntimeError(f"of {reads} period-end readings delivered late over MQTT only {stored} were stored")
     state.add("pushing meters", "faults injected", ", ".join(f"{k} {v}" for k, v in sorted(stats.faults.items())))
-    state.add("pushing meters", "readings written", f"{written:,}")
+    state.add("pushing meters", "readings written", f"{written:,} (live messages)")
     state.add("pushing meters", "repeats recognised", f"{repeats:,}")
     state.add("pushing meters", "dead letters", ", ".join(f"{k} {v}" for k, v in sorted(dead.items())) or "none")
