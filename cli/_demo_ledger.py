@@ -145,6 +145,7 @@ def step_payments(state: Any) -> None:
     demo = LedgerDemo()
     state.data["ledger"] = demo
     now = dt.datetime.now(UTC).replace(microsecond=0)
+    token = f"{now:%Y%m%d%H%M%S}"  # transaction ids of this run (a --keep rerun pays what is still open)
     lap = _Lap(state)
     with state.db.connection(company_id=cid) as conn:
         dues = _dues(conn, cid)
@@ -155,15 +156,16 @@ def step_payments(state: Any) -> None:
         with _progress(state) as progress:
             # -- counter ------------------------------------------------------------------------
             task = progress.add_task("counter (receipts)", total=len(groups["counter"]))
-            for n, (cashier, prefix) in enumerate(CASHIERS):
-                counter.issue_range(conn, cid, cashier, 1, 9999, prefix=prefix)
+            for cashier, prefix in CASHIERS:
+                if not any(r.left for r in counter.ranges(conn, cid, cashier)):
+                    counter.issue_range(conn, cid, cashier, 1, 9999, prefix=prefix)
             demo.spoiled = counter.spoil_receipt(conn, cid, CASHIERS[0][0], reason="打印机卡纸 (printer jam)")
             receipts = []
             for i, d in enumerate(groups["counter"]):
                 cashier = CASHIERS[i % 2][0]
                 amount = d.amount if rng.random() > 0.15 else max(1, d.amount // 2)  # some pay only part
                 r = counter.pay(conn, cid, cashier=cashier, shift="day", tender="cash" if rng.random() < 0.7 else "card",
-                                transaction_id=f"CTR-{now:%Y%m%d}-{i:06d}", account_id=d.account_id, amount=amount,
+                                transaction_id=f"CTR-{token}-{i:06d}", account_id=d.account_id, amount=amount,
                                 received_at=now, policy=policy)
                 receipts.append((cashier, r.receipt, amount))
                 demo.paid("counter", amount)
@@ -184,8 +186,8 @@ def step_payments(state: Any) -> None:
             task = progress.add_task("WeChat Pay / Alipay", total=len(groups["wechat"]) + len(groups["alipay"]))
             for i, d in enumerate(groups["wechat"]):
                 order = wallet.create_order(conn, cid, channel="wechat", merchant=WECHAT_MCHID, account_id=d.account_id,
-                                            amount=d.amount, out_trade_no=f"WX{now:%Y%m%d}{i:06d}")
-                headers, body = _wechat_notice(wx_key, apiv3, order, f"42000{now:%Y%m%d}{i:08d}", d.amount)
+                                            amount=d.amount, out_trade_no=f"WX{token}{i:06d}")
+                headers, body = _wechat_notice(wx_key, apiv3, order, f"42000{token}{i:08d}", d.amount)
                 _notify_wechat(conn, cid, merchant, headers, body, policy, demo)
                 if i == 0:  # the wallet delivers the same notification again
                     _notify_wechat(conn, cid, merchant, headers, body, policy, demo)
@@ -196,11 +198,11 @@ def step_payments(state: Any) -> None:
                 progress.advance(task)
             for i, d in enumerate(groups["alipay"]):
                 order = wallet.create_order(conn, cid, channel="alipay", merchant=ALIPAY_APP, account_id=d.account_id,
-                                            amount=d.amount, out_trade_no=f"ALI{now:%Y%m%d}{i:06d}")
+                                            amount=d.amount, out_trade_no=f"ALI{token}{i:06d}")
                 if i == 0:  # paid less than the order says: refused
-                    params = _alipay_form(ali_key, order, f"2026{i:020d}X", d.amount - 1 if d.amount > 1 else 2)
+                    params = _alipay_form(ali_key, order, f"ALIX{token}{i:06d}", d.amount - 1 if d.amount > 1 else 2)
                     _notify_alipay(conn, cid, app, params, policy, demo)
-                params = _alipay_form(ali_key, order, f"2026{now:%m%d}{i:016d}", d.amount)
+                params = _alipay_form(ali_key, order, f"ALIT{token}{i:06d}", d.amount)
                 _notify_alipay(conn, cid, app, params, policy, demo)
                 progress.advance(task)
             conn.commit()
@@ -208,7 +210,7 @@ def step_payments(state: Any) -> None:
 
             # -- bank real-time and prepaid top-ups -----------------------------------------------
             task = progress.add_task("bank real-time, prepaid", total=len(groups["bank"]) + len(groups["prepaid"]))
-            bank = [PaymentIn(f"ICBC-RT-{now:%Y%m%d}-{i:07d}", d.account_id, d.amount, now,
+            bank = [PaymentIn(f"ICBC-RT-{token}-{i:07d}", d.account_id, d.amount, now,
                               cash_account=chart.cash("bank", BANK), cashier=BANK, tender="transfer",
                               evidence={"bank": BANK, "channel": "real-time"}) for i, d in enumerate(groups["bank"])]
             if bank:
@@ -219,7 +221,7 @@ def step_payments(state: Any) -> None:
             progress.advance(task, len(bank))
             for i, d in enumerate(groups["prepaid"]):
                 amount = -(-d.amount // 10_000) * 10_000 + 10_000  # whole hundreds of yuan, more than the bill
-                top_up(conn, cid, channel="ic_card", external_id=f"IC-{now:%Y%m%d}-{i:06d}", account_id=d.account_id,
+                top_up(conn, cid, channel="ic_card", external_id=f"IC-{token}-{i:06d}", account_id=d.account_id,
                        amount=amount, received_at=now, card_no=f"IC{d.account_id:010d}", vendor="营业厅自助机-01",
                        policy=policy, created_by="demo")
                 demo.paid("prepaid IC card", amount)
@@ -338,8 +340,9 @@ def step_withholding(state: Any) -> None:
         batch = withholding.write_out(conn, cid, fmt, out_dir=out_dir, created_by="demo")
         conn.commit()
         demo.bank_out = batch
-        if batch.path is None:
-            raise RuntimeError("no account with a withholding agreement owes anything: the out-file is empty")
+        if batch.path is None:  # (a --keep rerun: the agreements' accounts have paid)
+            state.add("bank withholding", "out-file", "nothing to withhold: no account with an agreement owes anything")
+            return
         data = simulated_bank_return(fmt, batch.path.read_bytes(), rng, WITHHOLDING_FAILS)
         ret_path = out_dir / batch.path.name.replace("_out", "_return")
         ret_path.write_bytes(data)

@@ -345,13 +345,15 @@ def step_billing(state: DemoState) -> None:
                   f"{r.bills:,} bills, {r.consumption / 1000:,.0f} m³, {money(r.total)} yuan, due {r.due_date}")
     bills = sum(r.bills for r in results)
     estimated = sum(r.estimated for r in results)
+    if any(r.already_billed for r in results):
+        state.add("billing", "billed before (--keep)", f"{sum(r.already_billed for r in results):,} accounts")
     state.add("billing", "bills", f"{bills:,} ({estimated / bills * 100 if bills else 0:.1f}% on estimated reads), "
                                   f"{sum(r.posted for r in results):,} posted to the ledger")
     state.add("billing", "amount billed", f"{money(sum(r.total for r in results))} yuan "
                                           f"(tax {money(sum(r.tax for r in results))})")
     state.add("billing", "apportioned (master–sub)", f"{sum(r.apportioned for r in results) / 1000:,.1f} m³")
     state.add("billing", "accounts not billed", ", ".join(f"{k} {v:,}" for k, v in skipped.items()) or "none")
-    if not bills:
+    if not bills and not any(r.already_billed for r in results):
         raise RuntimeError(f"the billing run of {state.period} wrote no bill; the seeded history covers "
                            f"{state.days} days (--days)")
 
