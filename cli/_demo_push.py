@@ -95,7 +95,8 @@ def step_push(state: Any) -> None:
     if not meters:
         state.add("pushing meters", "simulated", "no pushing meter in the registry")
         return
-    with EmbeddedBroker() as broker:
+    with state.ctx.console.status(f"{len(meters):,} meters pushing over MQTT, LoRaWAN and CoAP"), \
+            EmbeddedBroker() as broker:
         host, port = broker.address
         coap_port = _free_udp_port()
         mqtt = {"kind": "mqtt", "host": host, "port": port, "protocol": "3.1.1", "batch_delay_ms": 10,

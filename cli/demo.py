@@ -1,25 +1,30 @@
-"""``meterline demo``: the main job end to end on the embedded default.
+"""``meterline demo``: a month of a utility end to end on the embedded default.
 
 Runs on a fresh ``meterline_demo`` database (the embedded PostgreSQL unless a DSN is configured),
-as a list of steps, each adding lines to the closing summary:
+as the list of steps ``STEPS``; each prints its progress and wall time and adds lines to the
+closing tables (every step's figures, then the month in a manager's terms):
 
 1. create the database and migrate it;
-2. seed a synthetic utility (registry + reading history);
-3. deliver the latest readings again (duplicates must change nothing) and some bad ones
-   (they must become dead letters with a reason);
+2. seed a synthetic utility: registry and enough history to bill last month for every cycle
+   (the NB-IoT meters' reads around the period end are held back for step 4);
+3. deliver the latest readings again (duplicates change nothing) and some bad ones (dead letters);
 4. pushing meters: the ingest service (MQTT on an in-process broker, ChirpStack uplinks, CoAP)
-   against the simulated meters, with a few faults (``cli/_demo_push.py``);
+   against simulated meters with faults, and the held-back period-end reads late over MQTT
+   (``cli/_demo_push.py``);
 5. concentrators: simulated M-Bus segments and Modbus gateways polled by the ingest service's
    pollers, with faults (``cli/_demo_field.py``);
 6. handheld routes: route files exported, the readers' uploads imported (with bad rows), the
    same upload again (``cli/_demo_field.py``);
 7. maintenance: partitions ahead, the daily aggregate;
-8. validation: the batch VEE run over the billing period and over the month so far, and the
-   alerts it raised by rule;
-9. group operation: what the application role sees.
+8. validation: what arrived today through the ingest hook, the batch VEE run over the months
+   bounding the billing periods, the alerts by rule and what became of each injected fault;
+9. the billing run of every cycle for last month (``rating.run``);
+10. payments through every channel; 11. the bank withholding round trip; 12. late fees, a
+    waiver, the daily close and the ledger's check (``cli/_demo_ledger.py``);
+13. exports and reports of the period under ``--out``, a metrics snapshot;
+14. group operation: what the application role sees.
 
-Every step adds lines to the closing summary; its wall time is printed when it ends. Files
-the demo writes (route files, uploads, bank files, exports, reports) go under ``--out``.
+Nothing is skipped silently: a step that cannot do its part says so or fails the demo.
 """
 
 from __future__ import annotations
