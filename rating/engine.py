@@ -44,7 +44,8 @@ import polars as pl
 
 from meterline.rating import kernels
 from meterline.rating.errors import RatingError
-from meterline.rating.money import PRICE_SCALE, RULE_CODES
+from meterline.rating.money import (MAX_AREA_CM2, MAX_DWELLINGS, MAX_HOUSEHOLD, MAX_VOLUME_LITRES, PRICE_SCALE,
+                                    RULE_CODES)
 from meterline.rating.tariff import Tariff, TariffBook, Version
 
 __all__ = ["Rated", "RatingError", "rate", "months_of", "LINE_SCHEMA", "BILL_SCHEMA"]
@@ -237,8 +238,14 @@ def rate(book: TariffBook, frame: pl.DataFrame, *, company: str | None = None,
                          (volume < 0, "volume is negative"),
                          (apportioned < 0, "apportioned volume is negative"),
                          (ytd < 0, "year-to-date volume is negative"),
+                         ((volume > MAX_VOLUME_LITRES) | (apportioned > MAX_VOLUME_LITRES) | (ytd > MAX_VOLUME_LITRES),
+                          f"volume above {MAX_VOLUME_LITRES // 1000:,} m³ (is the register or the unit wrong?)"),
+                         (df["area_cm2"].fill_null(0).to_numpy() > MAX_AREA_CM2,
+                          f"floor area above {MAX_AREA_CM2 // 100:,} m²"),
                          (df["dwellings"].to_numpy() < 1, "dwellings must be at least 1"),
-                         (df["household_size"].to_numpy() < 0, "household size is negative")):
+                         (df["dwellings"].to_numpy() > MAX_DWELLINGS, f"more than {MAX_DWELLINGS} dwellings"),
+                         (df["household_size"].to_numpy() < 0, "household size is negative"),
+                         (df["household_size"].to_numpy() > MAX_HOUSEHOLD, f"more than {MAX_HOUSEHOLD} persons")):
         mask = mask & ~bad
         if mask.any():
             errors.append((np.flatnonzero(mask), reason, None))
@@ -263,6 +270,7 @@ def rate(book: TariffBook, frame: pl.DataFrame, *, company: str | None = None,
             missing = in_v & (lut[size_codes[seg_row]] < 0)
             if missing.any():
                 rows = np.unique(seg_row[missing])
+                rows = rows[~more_bad[rows]]  # a row names one reason
                 for code in np.unique(size_codes[rows]):
                     sel = rows[size_codes[rows] == code]
                     errors.append((sel, f"{version.label} has no fixed charge for meter size {sizes[code]!r}",
@@ -272,7 +280,10 @@ def rate(book: TariffBook, frame: pl.DataFrame, *, company: str | None = None,
             no_area = in_v & area_null[seg_row]
             if no_area.any():
                 rows = np.unique(seg_row[no_area])
-                errors.append((rows, f"{version.label} is area-based heating and needs area_cm2", version.tariff_id))
+                rows = rows[~more_bad[rows]]
+                if len(rows):
+                    errors.append((rows, f"{version.label} is area-based heating and needs area_cm2",
+                                   version.tariff_id))
                 more_bad[rows] = True
     if more_bad.any():
         bad |= more_bad
@@ -283,74 +294,67 @@ def rate(book: TariffBook, frame: pl.DataFrame, *, company: str | None = None,
         rows, reason, tid = errors[0]
         raise RatingError(reason, tid, [int(row_key[i]) for i in rows])
 
-    # -- per-segment inputs -----------------------------------------------------------------------
+    # -- inputs stay per row (read through segment -> row) and per part (segment -> part) ---------
     S = len(seg_row)
-    cb, ca, days = gsa["cb"][seg_gs], gsa["ca"][seg_gs], gsa["days"][seg_gs]
-    vol_row = volume[seg_row]
-    seg_vol = kernels.split_cumulative(vol_row, cb, ca, days)
-    seg_app = kernels.split_cumulative(apportioned[seg_row], cb, ca, days)
-    seg_lo = ytd[seg_row] + (vol_row * cb) // days
-    seg_hh = df["household_size"].to_numpy().astype(np.int64)[seg_row]
-    seg_dw = df["dwellings"].to_numpy().astype(np.int64)[seg_row]
-    seg_area = np.where(area_null, 0, df["area_cm2"].fill_null(0).to_numpy())[seg_row].astype(np.int64)
-    seg_heat = np.zeros(S, dtype=np.int64)
+    empty = np.zeros(0, dtype=np.int64)
+    row_in = {k: _writable(a) for k, a in dict(  # writable arrays: one compiled kernel, not one per flag
+        volume=volume,
+        apportioned=apportioned if apportioned.any() else empty,
+        ytd=ytd if ytd.any() else empty,
+        hh=df["household_size"].to_numpy(),
+        dwellings=df["dwellings"].to_numpy(),
+        size_code=size_codes if fixed_lut else empty,
+        area=df["area_cm2"].fill_null(0).to_numpy() if not area_null.all() else empty,
+    ).items()}
+    seg_heat = empty
     if any(v.heating is not None for v in reg.versions):
         seg_heat = _heated_days(df, seg_row, gsa["sfrom"][seg_gs], gsa["sto"][seg_gs])
-    seg_fixed = np.full(S, -1, dtype=np.int64)
-    for v, lut in fixed_lut.items():
-        in_v = seg_version == v
-        seg_fixed[in_v] = lut[size_codes[seg_row[in_v]]]
-    seg_arrays = dict(volume=seg_vol, apportioned=seg_app, lo=seg_lo, hh=seg_hh, dwellings=seg_dw,
-                      mult=gsa["mult"][seg_gs], div=gsa["div"][seg_gs], tcb=gsa["tcb"][seg_gs],
-                      tca=gsa["tca"][seg_gs], cb=cb, ca=ca, days=days, months=gsa["months"][seg_gs],
-                      fixed_price=seg_fixed, area=seg_area, heat_days=seg_heat,
-                      season_days=gsa["sdays"][seg_gs])
+    part_in = [gsa[k] for k in ("cb", "ca", "days", "months", "mult", "div", "tcb", "tca", "sdays")]
+    if not part_in[0].size:
+        part_in = [np.zeros(1, dtype=np.int64)] * len(part_in)
 
-    # -- rate: count lines per segment, then write them at their final places -----------------------
-    order, bounds = _by_version(seg_version, len(reg.versions))
-    params = [_version_params(reg, v) for v in range(len(reg.versions))]
-    seg_counts = np.zeros(S, dtype=np.int64)
-    gathered = []
-    for v in range(len(reg.versions)):
-        idx = order[bounds[v]:bounds[v + 1]] if order is not None else np.arange(S, dtype=np.int64)
-        if len(idx) == 0:
-            gathered.append(None)
-            continue
-        arrs = {k: a[idx] for k, a in seg_arrays.items()} if order is not None else seg_arrays
-        counts = np.zeros(len(idx), dtype=np.int64)
-        dummy = np.zeros(0, dtype=np.int64)
-        kernels.rate_segments(False, *params[v], idx, *arrs.values(), counts, counts,
-                              dummy, dummy, dummy, dummy, dummy, dummy, dummy, dummy)
-        seg_counts[idx] = counts
-        gathered.append((idx, arrs))
-    seg_off = np.zeros(S + 1, dtype=np.int64)
-    np.cumsum(seg_counts, out=seg_off[1:])
-    L = int(seg_off[-1])
-    out_seg = np.empty(L, dtype=np.int64)
-    out_comp = np.empty(L, dtype=np.int64)
-    out_tier = np.empty(L, dtype=np.int64)
-    out_qty = np.empty(L, dtype=np.int64)
-    out_price = np.empty(L, dtype=np.int64)
-    out_amt = np.empty(L, dtype=np.int64)
-    out_ppm = np.empty(L, dtype=np.int64)
-    out_kind = np.empty(L, dtype=np.int64)
-    for v, item in enumerate(gathered):
-        if item is None:
-            continue
-        idx, arrs = item
-        kernels.rate_segments(True, *params[v], idx, *arrs.values(), seg_counts, seg_off[idx],
-                              out_seg, out_comp, out_tier, out_qty, out_price, out_amt, out_ppm, out_kind)
+    with kernels.chunked():  # dynamic scheduling of the parallel kernels
+        # -- rate: count lines per segment, then write them at their final places -----------------------
+        order, bounds = _by_version(seg_version, len(reg.versions))
+        params = [_version_params(reg, v, fixed_lut.get(v, empty)) for v in range(len(reg.versions))]
+        seg_counts = np.zeros(S, dtype=np.int64)
+        # the counting pass gets empty outputs of the writing pass's types: one compiled kernel for both
+        no_out = (empty, np.zeros(0, np.int32), np.zeros(0, np.int16), empty, empty, empty, np.zeros(0, np.int32),
+                  np.zeros(0, np.int8))
+        ids = []
+        for v in range(len(reg.versions)):
+            idx = order[bounds[v]:bounds[v + 1]] if order is not None else np.arange(S, dtype=np.int64)
+            ids.append(idx)
+            if len(idx):
+                kernels.rate_segments(False, *params[v], idx, seg_row, seg_gs, *row_in.values(), seg_heat, *part_in,
+                                      seg_counts, seg_counts, *no_out)
+        seg_off = np.zeros(S + 1, dtype=np.int64)
+        np.cumsum(seg_counts, out=seg_off[1:])
+        L = int(seg_off[-1])
+        out_seg = np.empty(L, dtype=np.int64)
+        out_comp = np.empty(L, dtype=np.int32)
+        out_tier = np.empty(L, dtype=np.int16)
+        out_qty = np.empty(L, dtype=np.int64)
+        out_price = np.empty(L, dtype=np.int64)
+        out_amt = np.empty(L, dtype=np.int64)
+        out_ppm = np.empty(L, dtype=np.int32)
+        out_kind = np.empty(L, dtype=np.int8)
+        for v, idx in enumerate(ids):
+            if len(idx):
+                kernels.rate_segments(True, *params[v], idx, seg_row, seg_gs, *row_in.values(), seg_heat, *part_in,
+                                      seg_counts, seg_off, out_seg, out_comp, out_tier, out_qty, out_price, out_amt,
+                                      out_ppm, out_kind)
 
-    # -- bills: line numbers, tax, sums ---------------------------------------------------------
-    row_lines = np.bincount(seg_row, weights=seg_counts, minlength=n).astype(np.int64)
-    row_off = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(row_lines, out=row_off[1:])
-    line_no = np.empty(L, dtype=np.int64)
-    tax = np.empty(L, dtype=np.int64)
-    bill_amount = np.zeros(n, dtype=np.int64)
-    bill_tax = np.zeros(n, dtype=np.int64)
-    kernels.finish_rows(row_off, g_taxbill[gidx], g_rule[gidx], out_amt, out_ppm, tax, line_no,
-                        bill_amount, bill_tax)
+        # -- bills: line numbers, tax, sums ---------------------------------------------------------
+        row_lines = np.bincount(seg_row, weights=seg_counts, minlength=n).astype(np.int64)
+        row_off = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(row_lines, out=row_off[1:])
+        line_no = np.empty(L, dtype=np.int64)
+        tax = np.empty(L, dtype=np.int64)
+        bill_amount = np.zeros(n, dtype=np.int64)
+        bill_tax = np.zeros(n, dtype=np.int64)
+        kernels.finish_rows(row_off, g_taxbill[gidx], g_rule[gidx], out_amt, out_ppm, tax, line_no,
+                            bill_amount, bill_tax)
 
     lines = _lines_frame(reg, gsa, row_key, seg_row, seg_gs, seg_heat, out_seg, out_comp, out_tier, out_qty,
                          out_price, out_amt, tax, out_kind, line_no)
@@ -368,6 +372,10 @@ def rate(book: TariffBook, frame: pl.DataFrame, *, company: str | None = None,
         "reason": [reason for rows, reason, _ in errors for _ in range(len(rows))],
     }, schema=ERROR_SCHEMA)
     return Rated(lines=lines, bills=bills, errors=err_frame)
+
+
+def _writable(a: np.ndarray) -> np.ndarray:
+    return a if a.flags.writeable else a.copy()
 
 
 def _group_index(keys: pl.DataFrame) -> tuple[np.ndarray, list[tuple]]:
@@ -400,7 +408,7 @@ def _by_version(seg_version: np.ndarray, nv: int):
     return order, bounds
 
 
-def _version_params(reg: _Versions, v: int) -> tuple:
+def _version_params(reg: _Versions, v: int, fixed_lut: np.ndarray) -> tuple:
     version = reg.versions[v]
     tariff = reg.tariffs[v]
     comps = version.components
@@ -421,7 +429,7 @@ def _version_params(reg: _Versions, v: int) -> tuple:
     heat = version.heating
     return (1 if version.basis == "annual" else 0, RULE_CODES[tariff.rounding], version.household_base,
             version.household_min, code, nthr, toff, poff, app, ppm, cmin, thr, pp, rz, prices,
-            version.fixed_tax_ppm, -1 if version.minimum is None else version.minimum, version.minimum_tax_ppm,
+            fixed_lut, version.fixed_tax_ppm, -1 if version.minimum is None else version.minimum, version.minimum_tax_ppm,
             -1 if heat is None else heat.price, 0 if heat is None else heat.tax_ppm)
 
 

@@ -1,9 +1,11 @@
 """numba ``@njit`` int64 kernels of rating: pure array code (no database, clock or logging).
 
 The engine (:mod:`meterline.rating.engine`) groups the bills to rate by tariff version and calls
-:func:`rate_segments` once per version over contiguous arrays: first with ``write=False`` to
-count each segment's lines, then, at offsets from the exclusive cumulative sum of the counts,
-with ``write=True`` to fill them. :func:`finish_rows` then numbers the lines of each bill,
+:func:`rate_segments` once per version with that version's segment ids (ascending): first with
+``write=False`` to count each segment's lines, then, at offsets from the exclusive cumulative
+sum of the counts, with ``write=True`` to fill them. Inputs stay where they are: per-row arrays
+(volume, household, ...) are read through segment -> row, and everything a (tariff, period)
+group shares (days, months, the part's days) through segment -> part from small arrays. :func:`finish_rows` then numbers the lines of each bill,
 computes tax (per line or per bill) and sums the bills. Every amount is computed once per line
 in int64 with a named rounding rule (codes of :data:`meterline.rating.money.RULE_CODES`).
 
@@ -13,7 +15,7 @@ tariff version):
 * a component's tier quantities are the overlap of ``[lo, lo + volume)`` with the tiers, where
   ``lo`` is 0 for per-period tiers and the year-to-date volume for annual tiers, and the
   thresholds are ``T_j' = (T_j + max(0, hh - base) * per_person_j + (hh >= min) * raise_j) *
-  dwellings``, then scaled for the segment by cumulative floors:
+  dwellings`` (never below the threshold before it), then scaled for the segment by cumulative floors:
   ``floor(T' * mult * tca / (days * div)) - floor(T' * mult * tcb / (days * div))`` (so the parts
   of a split period sum exactly to the whole period's threshold); a volume exactly on a
   threshold stays in the lower tier;
@@ -21,13 +23,34 @@ tariff version):
   per month are spread over segments by cumulative rounding of ``price * months * days``;
 * line kinds: 0 tier, 1 flat, 2 fixed, 3 minimum, 4 heating, 5 apportioned (:data:`KINDS`).
 
-Limits: ``quantity * unit_price`` must fit in int64 (a 1.5·10^9 m³ line at 6 yuan/m³ does).
+Every product fits in int64 within the limits of :mod:`meterline.rating.money` (``MAX_*``),
+which the tariff loader and ``rate()`` enforce.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
+import numba
 import numpy as np
 from numba import njit, prange
+
+#: iterations a thread takes at a time in the parallel loops (dynamic scheduling: on a busy
+#: machine a thread that got less CPU does not hold up the others)
+CHUNK = 1 << 14
+
+
+@contextmanager
+def chunked(size: int = CHUNK) -> Iterator[None]:
+    """Run the parallel kernels called inside with dynamic chunks of ``size`` iterations."""
+    before = numba.get_parallel_chunksize()
+    numba.set_parallel_chunksize(size)
+    try:
+        yield
+    finally:
+        numba.set_parallel_chunksize(before)
+
 
 KINDS = ("tier", "flat", "fixed", "minimum", "heating", "apportioned")
 K_TIER, K_FLAT, K_FIXED, K_MINIMUM, K_HEATING, K_APPORTIONED = range(6)
@@ -41,6 +64,8 @@ TAX_DEN = 1_000_000
 @njit(cache=True, inline="always")
 def div_round(num, den, rule):
     """num / den (den > 0) rounded: 0 half_up, 1 half_even, 2 down, 3 up; symmetric for num < 0."""
+    if rule == 0 and num >= 0:  # the common case: one division
+        return (num + den // 2) // den
     neg = num < 0
     if neg:
         num = -num
@@ -58,48 +83,70 @@ def div_round(num, den, rule):
     return -q if neg else q
 
 
-@njit(cache=True, inline="always")
-def _emit(write, pos, out_seg, out_comp, out_tier, out_qty, out_price, out_amt, out_ppm, out_kind,
-          seg, comp, tier, qty, price, amt, ppm, kind):
-    if write:
-        out_seg[pos] = seg
-        out_comp[pos] = comp
-        out_tier[pos] = tier
-        out_qty[pos] = qty
-        out_price[pos] = price
-        out_amt[pos] = amt
-        out_ppm[pos] = ppm
-        out_kind[pos] = kind
-    return pos + 1
-
-
 @njit(cache=True, parallel=True)
 def rate_segments(write,
                   # version parameters
                   basis, rule, hh_base, hh_min,
                   comp_code, comp_nthr, comp_toff, comp_poff, comp_app_price, comp_ppm, comp_min,
                   thr, per_person, raise_, prices,
-                  fixed_ppm, min_price, min_ppm, heat_price, heat_ppm,
-                  # segments (length n)
-                  seg_id, volume, apportioned, lo, hh, dwellings, mult, div, tcb, tca, cb, ca, days, months,
-                  fixed_price, area, heat_days, season_days,
-                  # output
+                  fixed_lut, fixed_ppm, min_price, min_ppm, heat_price, heat_ppm,
+                  # the segments of this version: global segment ids, and segment -> row, segment -> part
+                  seg_ids, seg_row, seg_part,
+                  # per row (an empty array means 0 for every row)
+                  volume, apportioned, ytd, hh, dwellings, size_code, area,
+                  # per segment (empty: 0)
+                  heat_days,
+                  # per part (a (tariff, period) group's part under one version; small)
+                  p_cb, p_ca, p_days, p_months, p_mult, p_div, p_tcb, p_tca, p_sdays,
+                  # output, indexed by global segment id
                   counts, offsets,
                   out_seg, out_comp, out_tier, out_qty, out_price, out_amt, out_ppm, out_kind):
-    """Count (``write`` False: into ``counts``) or write (at ``offsets``) the lines of n segments
-    of one tariff version. See the module docstring for the formulas."""
-    n = volume.shape[0]
+    """Count (``write`` False: into ``counts``) or write (at ``offsets``) the lines of the segments
+    ``seg_ids`` of one tariff version. See the module docstring for the formulas."""
+    n = seg_ids.shape[0]
     ncomp = comp_code.shape[0]
+    has_app = apportioned.shape[0] > 0
+    has_ytd = ytd.shape[0] > 0
+    has_fixed = fixed_lut.shape[0] > 0
+    has_heat = heat_price >= 0 and heat_days.shape[0] > 0 and area.shape[0] > 0
+    need_amt = write or min_price >= 0
     for i in prange(n):
-        pos = offsets[i] if write else 0
+        s = seg_ids[i]
+        r = seg_row[s]
+        g = seg_part[s]
+        pos = offsets[s] if write else 0
         start = pos
-        v = volume[i]
-        a = apportioned[i]
-        base_lo = lo[i] if basis == 1 else 0
-        extra = hh[i] - hh_base if hh_base > 0 and hh[i] > hh_base else 0
-        big = 1 if hh_min > 0 and hh[i] >= hh_min else 0
-        dw = dwellings[i] if dwellings[i] > 0 else 1
-        scale_den = days[i] * div[i]
+        days = p_days[g]
+        cb = p_cb[g]
+        ca = p_ca[g]
+        whole_period = cb == 0 and ca == days
+        vol = volume[r]
+        if whole_period:
+            v = vol
+            before = 0
+        else:
+            before = (vol * cb) // days
+            v = (vol * ca) // days - before
+        a = 0
+        if has_app:
+            a = apportioned[r]
+            if not whole_period:
+                a = (a * ca) // days - (a * cb) // days
+        base_lo = 0
+        if basis == 1:
+            base_lo = before + (ytd[r] if has_ytd else 0)
+        h = np.int64(hh[r])
+        extra = h - hh_base if hh_base > 0 and h > hh_base else 0
+        big = 1 if hh_min > 0 and h >= hh_min else 0
+        dw = np.int64(dwellings[r])
+        if dw < 1:
+            dw = 1
+        mult = p_mult[g]
+        scale_den = days * p_div[g]
+        tcb = p_tcb[g]
+        tca = p_tca[g]
+        whole = tcb == 0 and tca == days and p_div[g] == 1  # thresholds not prorated: no division
+        months = p_months[g]
         min_sum = 0
         for c in range(ncomp):
             nthr = comp_nthr[c]
@@ -108,11 +155,19 @@ def rate_segments(write,
             if nthr == 0:
                 if v > 0:
                     p = prices[comp_poff[c]]
-                    amt = div_round(v * p, VOLUME_DEN, rule)
+                    amt = div_round(v * p, VOLUME_DEN, rule) if need_amt else 0
                     if comp_min[c]:
                         min_sum += amt
-                    pos = _emit(write, pos, out_seg, out_comp, out_tier, out_qty, out_price, out_amt, out_ppm,
-                                out_kind, seg_id[i], code, 0, v, p, amt, ppm, K_FLAT)
+                    if write:  # written out here: a helper taking the arrays costs reference counting per line
+                        out_seg[pos] = s
+                        out_comp[pos] = code
+                        out_tier[pos] = 0
+                        out_qty[pos] = v
+                        out_price[pos] = p
+                        out_amt[pos] = amt
+                        out_ppm[pos] = ppm
+                        out_kind[pos] = K_FLAT
+                    pos += 1
             elif v > 0:
                 hi = base_lo + v
                 prev = 0
@@ -120,48 +175,97 @@ def rate_segments(write,
                     if j < nthr:
                         k = comp_toff[c] + j
                         t = (thr[k] + extra * per_person[k] + big * raise_[k]) * dw
-                        t = (t * mult[i] * tca[i]) // scale_den - (t * mult[i] * tcb[i]) // scale_den
+                        if whole:
+                            t = t * mult
+                        else:
+                            t = (t * mult * tca) // scale_den - (t * mult * tcb) // scale_den
+                        if t < prev:  # a raise on a lower tier only may pass the next threshold
+                            t = prev
                     else:
                         t = hi if hi > prev else prev
                     top = hi if hi < t else t
                     bottom = base_lo if base_lo > prev else prev
                     q = top - bottom
-                    if q > 0:
+                    q = q if q > 0 else 0
+                    line = 1 if q > 0 else 0  # counted without a branch: tiers are hit at random
+                    if need_amt:
                         p = prices[comp_poff[c] + j]
                         amt = div_round(q * p, VOLUME_DEN, rule)
-                        if comp_min[c]:
-                            min_sum += amt
-                        pos = _emit(write, pos, out_seg, out_comp, out_tier, out_qty, out_price, out_amt, out_ppm,
-                                    out_kind, seg_id[i], code, j + 1, q, p, amt, ppm, K_TIER)
+                        min_sum += amt * comp_min[c]
+                        if write and line:  # written out here: a helper taking the arrays costs refcounts
+                            out_seg[pos] = s
+                            out_comp[pos] = code
+                            out_tier[pos] = j + 1
+                            out_qty[pos] = q
+                            out_price[pos] = p
+                            out_amt[pos] = amt
+                            out_ppm[pos] = ppm
+                            out_kind[pos] = K_TIER
+                    pos += line
                     prev = t
         if a > 0:
             for c in range(ncomp):
                 p = comp_app_price[c]
-                amt = div_round(a * p, VOLUME_DEN, rule)
+                amt = div_round(a * p, VOLUME_DEN, rule) if need_amt else 0
                 if comp_min[c]:
                     min_sum += amt
-                pos = _emit(write, pos, out_seg, out_comp, out_tier, out_qty, out_price, out_amt, out_ppm, out_kind,
-                            seg_id[i], comp_code[c], 0, a, p, amt, comp_ppm[c], K_APPORTIONED)
-        fp = fixed_price[i]
-        if fp >= 0:
-            den = days[i] * PRICE_DEN
-            amt = div_round(fp * months[i] * ca[i], den, rule) - div_round(fp * months[i] * cb[i], den, rule)
-            pos = _emit(write, pos, out_seg, out_comp, out_tier, out_qty, out_price, out_amt, out_ppm, out_kind,
-                        seg_id[i], -K_FIXED, 0, months[i], fp, amt, fixed_ppm, K_FIXED)
-        if heat_price >= 0 and area[i] > 0 and heat_days[i] > 0:
-            amt = div_round(area[i] * heat_price * heat_days[i], AREA_DEN * season_days[i], rule)
-            pos = _emit(write, pos, out_seg, out_comp, out_tier, out_qty, out_price, out_amt, out_ppm, out_kind,
-                        seg_id[i], -K_HEATING, 0, area[i], heat_price, amt, heat_ppm, K_HEATING)
+                if write:
+                    out_seg[pos] = s
+                    out_comp[pos] = comp_code[c]
+                    out_tier[pos] = 0
+                    out_qty[pos] = a
+                    out_price[pos] = p
+                    out_amt[pos] = amt
+                    out_ppm[pos] = comp_ppm[c]
+                    out_kind[pos] = K_APPORTIONED
+                pos += 1
+        if has_fixed:
+            fp = fixed_lut[size_code[r]]
+            if fp >= 0:
+                if whole_period:
+                    amt = div_round(fp * months, PRICE_DEN, rule)
+                else:
+                    den = days * PRICE_DEN
+                    amt = div_round(fp * months * ca, den, rule) - div_round(fp * months * cb, den, rule)
+                if write:  # written out here: a helper taking the arrays costs reference counting per line
+                    out_seg[pos] = s
+                    out_comp[pos] = -K_FIXED
+                    out_tier[pos] = 0
+                    out_qty[pos] = months
+                    out_price[pos] = fp
+                    out_amt[pos] = amt
+                    out_ppm[pos] = fixed_ppm
+                    out_kind[pos] = K_FIXED
+                pos += 1
+        if has_heat and area[r] > 0 and heat_days[s] > 0:
+            amt = div_round(area[r] * heat_price * heat_days[s], AREA_DEN * p_sdays[g], rule)
+            if write:
+                out_seg[pos] = s
+                out_comp[pos] = -K_HEATING
+                out_tier[pos] = 0
+                out_qty[pos] = area[r]
+                out_price[pos] = heat_price
+                out_amt[pos] = amt
+                out_ppm[pos] = heat_ppm
+                out_kind[pos] = K_HEATING
+            pos += 1
         if min_price >= 0:
-            den = days[i] * PRICE_DEN
-            floor_amt = (div_round(min_price * months[i] * ca[i], den, rule)
-                         - div_round(min_price * months[i] * cb[i], den, rule))
+            den = days * PRICE_DEN
+            floor_amt = (div_round(min_price * months * ca, den, rule)
+                         - div_round(min_price * months * cb, den, rule))
             if min_sum < floor_amt:
-                pos = _emit(write, pos, out_seg, out_comp, out_tier, out_qty, out_price, out_amt, out_ppm,
-                            out_kind, seg_id[i], -K_MINIMUM, 0, months[i], min_price, floor_amt - min_sum, min_ppm,
-                            K_MINIMUM)
+                if write:  # written out here: a helper taking the arrays costs reference counting per line
+                    out_seg[pos] = s
+                    out_comp[pos] = -K_MINIMUM
+                    out_tier[pos] = 0
+                    out_qty[pos] = months
+                    out_price[pos] = min_price
+                    out_amt[pos] = floor_amt - min_sum
+                    out_ppm[pos] = min_ppm
+                    out_kind[pos] = K_MINIMUM
+                pos += 1
         if not write:
-            counts[i] = pos - start
+            counts[s] = pos - start
 
 
 @njit(cache=True, parallel=True)
@@ -259,15 +363,4 @@ def largest_remainder_groups(totals, offsets, weights):
         s = offsets[g]
         e = offsets[g + 1]
         out[s:e] = largest_remainder(totals[g], weights[s:e])
-    return out
-
-
-@njit(cache=True, parallel=True)
-def split_cumulative(total, cb, ca, den):
-    """Part of ``total[i]`` for the days ``(cb[i], ca[i]]`` of ``den[i]`` by cumulative floors:
-    ``floor(total * ca / den) - floor(total * cb / den)``; the parts of one total sum exactly."""
-    n = total.shape[0]
-    out = np.empty(n, dtype=np.int64)
-    for i in prange(n):
-        out[i] = (total[i] * ca[i]) // den[i] - (total[i] * cb[i]) // den[i]
     return out

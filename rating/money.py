@@ -52,9 +52,30 @@ def parse_scaled(text: str, factor: int, *, what: str = "value", allow_negative:
     return int(scaled)
 
 
-def price_units(text: str, minor_units: int = 100) -> int:
+#: limits that keep every product of the kernels inside int64: a unit price (per m³ or m²) of at
+#: most 1,000 major units, a monthly charge of at most 1,000,000, a bill of at most 5 million m³,
+#: thresholds (and their raises) of at most 10 million m³, a heated area of at most 200,000 m²,
+#: households of at most 100 persons and shared meters of at most 1,000 dwellings
+MAX_PRICE_MAJOR = 1_000
+MAX_CHARGE_MAJOR = 1_000_000
+MAX_VOLUME_LITRES = 5_000_000_000
+MAX_THRESHOLD_LITRES = 10_000_000_000
+MAX_AREA_CM2 = 20_000_000
+MAX_HOUSEHOLD = 100
+MAX_DWELLINGS = 1_000
+
+
+def price_units(text: str, minor_units: int = 100, max_major: int = MAX_PRICE_MAJOR) -> int:
     """A price in major units per display unit ("3.45" yuan/m³) as the integer unit price."""
-    return parse_scaled(text, minor_units * 10**PRICE_SCALE, what="price")
+    value = parse_scaled(text, minor_units * 10**PRICE_SCALE, what="price")
+    if value > max_major * minor_units * 10**PRICE_SCALE:
+        raise MoneyFormatError(f"price {text!r} is above the limit of {max_major:,}")
+    return value
+
+
+def charge_units(text: str, minor_units: int = 100) -> int:
+    """A monthly charge in major units ("5.00" yuan a month) as an integer unit price."""
+    return price_units(text, minor_units, MAX_CHARGE_MAJOR)
 
 
 def money_units(text: str, minor_units: int = 100) -> int:
@@ -65,6 +86,14 @@ def money_units(text: str, minor_units: int = 100) -> int:
 def m3_to_litres(text: str) -> int:
     """A volume in m³ given as a decimal string ("22", "0.5") as integer litres."""
     return parse_scaled(text, LITRES_PER_M3, what="volume")
+
+
+def threshold_litres(text: str) -> int:
+    """A tier threshold (or a raise of one) in m³ as litres, at most :data:`MAX_THRESHOLD_LITRES`."""
+    value = m3_to_litres(text)
+    if value > MAX_THRESHOLD_LITRES:
+        raise MoneyFormatError(f"volume {text!r} is above the limit of {MAX_THRESHOLD_LITRES // 1000:,} m³")
+    return value
 
 
 def tax_ppm(text: str) -> int:

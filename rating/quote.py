@@ -17,6 +17,7 @@ from typing import Any
 import polars as pl
 
 from meterline.rating.engine import rate
+from meterline.rating.errors import RatingError
 from meterline.rating.tariff import Tariff, TariffBook
 
 QUANTITY_UNITS = {"fixed": "month", "minimum": "month", "heating": "0.01 m2"}
@@ -88,7 +89,10 @@ def quote(book: TariffBook, req: QuoteRequest, *, company: str | None = None) ->
                "volume": pl.Int64, "apportioned": pl.Int64, "ytd": pl.Int64, "household_size": pl.Int16,
                "dwellings": pl.Int16, "meter_size": pl.Utf8, "area_cm2": pl.Int64, "heating_stop": pl.Date,
                "heating_resume": pl.Date})
-    rated = rate(book, frame, company=company)
+    try:
+        rated = rate(book, frame, company=company)
+    except RatingError as exc:  # one case: no row keys to name
+        raise RatingError(exc.reason, exc.tariff_id) from None
     lines = []
     for line in rated.lines.sort("line_no").iter_rows(named=True):
         source = json.loads(line["source"])

@@ -302,12 +302,15 @@ def meter_reads(conn: psycopg.Connection, meters: pl.DataFrame, period: str, sta
 
 _ACCOUNTS = """
 SELECT a.id AS account_id, a.book_id, b.code AS book, a.tariff_id, a.household_size, a.dwellings,
-       (a.floor_area_m2 * 100)::bigint AS area_cm2,
-       (SELECT m.size FROM meter m WHERE m.account_id = a.id AND m.status = 'active' ORDER BY m.id LIMIT 1) AS meter_size,
-       EXISTS (SELECT 1 FROM bill x WHERE x.run_id = %(run)s AND x.account_id = a.id) AS billed,
-       EXISTS (SELECT 1 FROM bill x WHERE x.account_id = a.id AND x.period = %(period)s AND x.status = 'issued'
-                 AND x.run_id IS DISTINCT FROM %(run)s) AS other_run
+       (a.floor_area_m2 * 100)::bigint AS area_cm2, ms.size AS meter_size,
+       x.run_id IS NOT NULL AS billed, o.account_id IS NOT NULL AS other_run
   FROM account a JOIN meter_book b ON b.id = a.book_id
+  LEFT JOIN (SELECT DISTINCT ON (m.account_id) m.account_id, m.size FROM meter m
+              WHERE m.status = 'active' AND m.account_id IS NOT NULL ORDER BY m.account_id, m.id) ms
+         ON ms.account_id = a.id
+  LEFT JOIN (SELECT DISTINCT account_id, run_id FROM bill WHERE run_id = %(run)s) x ON x.account_id = a.id
+  LEFT JOIN (SELECT DISTINCT account_id FROM bill WHERE period = %(period)s AND status = 'issued'
+                AND run_id IS DISTINCT FROM %(run)s) o ON o.account_id = a.id
  WHERE b.cycle = %(cycle)s AND a.status = 'active' AND a.opened_on <= %(end)s
    AND (%(books)s::text[] IS NULL OR b.code = ANY(%(books)s::text[]))
  ORDER BY b.code, a.id"""
@@ -670,6 +673,7 @@ def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id:
     conn.execute("TRUNCATE ml_bill, ml_line")
     copy_in(conn, "ml_bill", bills.select(pl.col("bill_id").alias("id"), pl.col("row").alias("account_id"),
                                           "consumption", "amount", "tax", "total", "estimated"))
+    t = lap("stage_bills", t)
     lines = rated.lines.join(bills.select("row", "bill_id", "reads", "shares"), on="row", how="inner")
     is_app = pl.col("source").str.contains('"apportioned"', literal=True) & pl.col("shares").is_not_null()
     lines = lines.select(
@@ -680,19 +684,21 @@ def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id:
                               pl.when(is_app).then(pl.concat_str([pl.lit(', "shares": ['), pl.col("shares"),
                                                                   pl.lit("]")])).otherwise(pl.lit("")),
                               pl.lit("}")]))
+    t = lap("lines", t)
     copy_in(conn, "ml_line", lines)
-    t = lap("stage", t)
+    t = lap("stage_lines", t)
     conn.execute(
         """INSERT INTO bill (id, company_id, run_id, account_id, period, period_start, period_end, consumption,
                              amount, tax, total, due_date, estimated)
            SELECT id, %s, %s, account_id, %s, %s, %s, consumption, amount, tax, total, %s, estimated FROM ml_bill""",
         [company_id, run_id, period, p_start, p_end, due])
+    t = lap("insert_bills", t)
     conn.execute(
         """INSERT INTO bill_line (bill_id, line_no, company_id, component, tier, quantity, unit_price, price_scale,
                                   amount, tax, tariff_version, source)
            SELECT bill_id, line_no, %s, component, tier, quantity, unit_price, price_scale, amount, tax,
                   tariff_version, source::jsonb FROM ml_line""", [company_id])
-    t = lap("insert", t)
+    t = lap("insert_lines", t)
     billed = m.join(bills.select(pl.col("row").alias("account_id"), "bill_id"), on="account_id", how="inner")
     _write_period_reads(conn, company_id, run_id, period, billed)
     t = lap("period_reads", t)

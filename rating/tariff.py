@@ -498,11 +498,11 @@ class _Reader:
             for size, price in sizes.items():
                 if not re.fullmatch(r"[A-Za-z0-9_-]{1,16}", size):
                     self.err(_join(_join(fpath, "sizes"), size), "a meter size is like DN15")
-                value = self.scaled(price, _join(_join(fpath, "sizes"), size), money.price_units, minor)
+                value = self.scaled(price, _join(_join(fpath, "sizes"), size), money.charge_units, minor)
                 if value is not None:
                     fixed_sizes[size] = value
             if "default" in f:
-                fixed_default = self.scaled(f["default"], _join(fpath, "default"), money.price_units, minor)
+                fixed_default = self.scaled(f["default"], _join(fpath, "default"), money.charge_units, minor)
             if not sizes and "default" not in f:
                 self.err(fpath, "give sizes, a default, or both")
             fixed_tax = self.tax(f, fpath)
@@ -513,7 +513,7 @@ class _Reader:
             m = self.table(t["minimum"], mpath)
             self.keys(m, mpath, {"amount", "tax_rate"}, {"amount"})
             if "amount" in m:
-                minimum = self.scaled(m["amount"], _join(mpath, "amount"), money.price_units, minor)
+                minimum = self.scaled(m["amount"], _join(mpath, "amount"), money.charge_units, minor)
             minimum_tax = self.tax(m, mpath)
             if not any(c.minimum for c in components):
                 self.err(mpath, "no component counts towards the minimum (minimum = true)")
@@ -539,7 +539,7 @@ class _Reader:
                        minimum_tax_ppm=minimum_tax, heating=heating)
 
     def thresholds(self, t: Mapping[str, Any], path: str) -> list[int] | None:
-        values = self.scaled_list(t, "thresholds", path, money.m3_to_litres)
+        values = self.scaled_list(t, "thresholds", path, money.threshold_litres)
         if values is None:
             return None
         if any(v <= 0 for v in values) or any(b <= a for a, b in zip(values, values[1:])):
@@ -563,9 +563,9 @@ class _Reader:
             if len(raw) != n:
                 self.err(path, f"gives {len(raw)} values for {n} thresholds")
                 return None
-            vals = [self.scaled(v, f"{path}[{i}]", money.m3_to_litres) for i, v in enumerate(raw)]
+            vals = [self.scaled(v, f"{path}[{i}]", money.threshold_litres) for i, v in enumerate(raw)]
             return None if any(v is None for v in vals) else tuple(vals)  # type: ignore[arg-type]
-        one = self.scaled(raw, path, money.m3_to_litres)
+        one = self.scaled(raw, path, money.threshold_litres)
         return None if one is None else (one,) * n
 
     def component(self, raw: Any, path: str, version_thresholds: list[int], minor: int,

@@ -219,3 +219,26 @@ def test_books_filter_and_bad_input(conn: psycopg.Connection, util: Utility, app
         run(app_db, util, books=["NOPE"])
     with pytest.raises(BillingError, match="YYYY-MM"):
         run(app_db, util, "2026-13")
+
+
+def test_references_are_checked_per_statement(conn: psycopg.Connection, util: Utility, app_db: Database) -> None:
+    run(app_db, util)
+    other = Utility.create(conn)
+    bill_id, run_id, account = conn.execute("SELECT id, run_id, account_id FROM bill LIMIT 1").fetchone()
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="bill line"):
+        conn.execute("""INSERT INTO bill_line (bill_id, line_no, company_id, component, amount)
+                        VALUES (%s, 99, %s, 'water', 1)""", [bill_id + 10_000, util.company_id])
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="bill line"):
+        conn.execute("""INSERT INTO bill_line (bill_id, line_no, company_id, component, amount)
+                        VALUES (%s, 99, %s, 'water', 1)""", [bill_id, other.company_id])
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="billing run"):
+        conn.execute("""INSERT INTO bill (company_id, run_id, account_id, period, period_start, period_end, consumption,
+                                          amount, total, due_date)
+                        VALUES (%s, %s, %s, '2026-12', '2026-12-01', '2026-12-31', 0, 0, 0, '2027-01-15')""",
+                     [other.company_id, run_id, account])
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="period read"):
+        conn.execute("""INSERT INTO meter_period_read (meter_id, period, company_id, run_id, account_id, bill_id,
+                            opening_basis, opening_ts, opening_value, opening_estimated, closing_ts, closing_value,
+                            closing_estimated, consumption, kind)
+                        VALUES (%s, '2026-12', %s, %s, %s, %s, 'read', now(), 0, false, now(), 0, false, 0, 0)""",
+                     [util.meters["M1"], util.company_id, run_id, account + 1, bill_id])
