@@ -296,7 +296,9 @@ def step_validate(state: DemoState) -> None:
     state.add("validation", "open alerts", f"{sum(n for *_, n in alerts):,}: "
                                            + ", ".join(f"{r} {n:,}" for r, _s, n in alerts[:8]))
     for what, serial in faults.items():
-        state.add("validation", f"injected {what} ({serial})", caught.get(serial) or "no alert")
+        state.add("validation", f"injected {what} ({serial})", caught.get(serial) or (
+            "no alert yet: a read far off stays pending until the meter's next read tells a corrupt read "
+            "from a real jump" if "spike" in what else "no alert"))
 
 
 LEDGER_TABLES = ("journal_entry", "posting", "receivable_item", "allocation", "payment", "ledger_balance",
