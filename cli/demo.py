@@ -245,8 +245,9 @@ def step_validate(state: DemoState) -> None:
             validator.start()
             validator.close()
         h = validator.stats
-        state.add("validation", "in the ingest path", f"{h.validated:,} readings received today, {h.flagged:,} flagged; "
-                                                     f"alerts opened {h.alerts_opened:,}")
+        state.add("validation", "in the ingest path", f"{h.readings:,} readings delivered today validated as they "
+                                                     f"committed ({h.replayed_meters:,} meters' history replayed), "
+                                                     f"{h.flagged:,} flagged; alerts opened {h.alerts_opened:,}")
         if h.failures or h.skipped_readings:
             raise RuntimeError(f"validation in the ingest path failed on {h.failures} batch(es), "
                                f"left {h.skipped_readings} reading(s) unvalidated")
