@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from meterline.cli._base import Command, Context
 from meterline.ingest.synthetic import history
+from meterline.ingest.model import Reading
 from meterline.ingest.writer import BatchingWriter, WriteResult
 from meterline.store.company import Company, ensure_company
 from meterline.store.db import Database
@@ -27,6 +29,7 @@ class SeedReport:
     readings: WriteResult
     seconds_registry: float
     seconds_history: float
+    held: list[Reading] = field(default_factory=list)  #: history readings held back (not written)
 
 
 def seed(
@@ -43,8 +46,13 @@ def seed(
     writer_settings=None,
     keyring: KeyRing | None = None,
     company_prefix: str = "",
+    hold_back: Callable[[str, Reading], bool] | None = None,
 ) -> SeedReport:
-    """Create the company, its synthetic registry and ``days`` of history ending ``end``."""
+    """Create the company, its synthetic registry and ``days`` of history ending ``end``.
+
+    ``hold_back(protocol, reading)``: history readings it accepts are not written but returned in
+    :attr:`SeedReport.held` (the demo delivers them later over the meters' own protocol).
+    """
     t0 = time.perf_counter()
     with db.connection() as conn:
         company = ensure_company(conn, company_code, company_name, timezone=timezone)
@@ -59,6 +67,8 @@ def seed(
         progress.update(task, completed=1)
     t1 = time.perf_counter()
     total = WriteResult()
+    held: list[Reading] = []
+    protocol_of = {meter_ids[serial]: p.protocol for serial, p in utility.profiles.items()}
     if days > 0:
         end = end or dt.date.today()
         expected = _expected_readings(utility, days)
@@ -66,6 +76,12 @@ def seed(
         with BatchingWriter(db.dsn, writer_settings) as writer:
             futures = []
             for chunk in history(utility, meter_ids, end=end, days=days, tz=timezone):
+                if hold_back is not None:
+                    keep = [r for r in chunk if not hold_back(protocol_of[r.meter_id], r)]
+                    held += [r for r in chunk if hold_back(protocol_of[r.meter_id], r)]
+                    if progress is not None and htask is not None:
+                        progress.advance(htask, len(chunk) - len(keep))
+                    chunk = keep
                 futures.append(writer.submit(chunk))
                 done = [f for f in futures if f.done()]
                 for f in done:
@@ -81,7 +97,7 @@ def seed(
                     progress.advance(htask, res.submitted)
         if progress is not None and htask is not None:
             progress.update(htask, total=total.submitted, completed=total.submitted)
-    return SeedReport(company, utility, meter_ids, total, t1 - t0, time.perf_counter() - t1)
+    return SeedReport(company, utility, meter_ids, total, t1 - t0, time.perf_counter() - t1, held)
 
 
 def _expected_readings(utility: SyntheticUtility, days: int) -> int:

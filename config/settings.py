@@ -208,6 +208,38 @@ class VeeSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class BillingSettings:
+    """The billing run (``rating.run``, ``meterline bill run``)."""
+
+    #: a bill is due this many days after its period's last day
+    due_days: int = 15
+    #: apportionment policy of a master meter whose ``apportion_policy`` is not set
+    default_apportion_policy: Literal["master_account", "by_consumption", "equal", "by_area"] = "by_consumption"
+    #: the closing read is the effective read nearest the period boundary within this many days
+    #: before it ... (walk-by books are read some days before the end of the month)
+    closing_before_days: float = 10.0
+    #: ... or this many days after it
+    closing_after_days: float = 5.0
+    #: months a billing period spans, per cycle code (a cycle not listed: 1)
+    cycle_months: dict[str, int] = field(default_factory=lambda: {"M": 1, "B": 2})
+    #: accounts rated and written per shard (whole meter books; bounds the run's memory)
+    shard_accounts: int = 250_000
+
+    def validate(self) -> list[str]:
+        problems = []
+        if not 0 <= self.due_days <= 365:
+            problems.append("due_days must be between 0 and 365")
+        if self.closing_before_days < 0 or self.closing_after_days < 0:
+            problems.append("closing_before_days and closing_after_days must be >= 0")
+        for cycle, months in self.cycle_months.items():
+            if not isinstance(months, int) or not 1 <= months <= 12:
+                problems.append(f"cycle_months.{cycle} must be a whole number of months between 1 and 12")
+        if self.shard_accounts < 1:
+            problems.append("shard_accounts must be >= 1")
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
 class RatingSettings:
     """Rating (``rating/``): where the tariffs are."""
 
@@ -353,6 +385,7 @@ class Settings:
     wmbus: WMBusSettings = field(default_factory=WMBusSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     vee: VeeSettings = field(default_factory=VeeSettings)
+    billing: BillingSettings = field(default_factory=BillingSettings)
     alerts: AlertSinkSettings = field(default_factory=AlertSinkSettings)
     ledger: LedgerSettings = field(default_factory=LedgerSettings)
     api: ApiSettings = field(default_factory=ApiSettings)

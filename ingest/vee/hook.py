@@ -20,7 +20,8 @@ Each meter's kernel state (accepted read, pending read, rolling median, stuck an
 counters) stays in memory between batches, so a batch costs the kernel plus a few small
 writes. A meter seen for the first time, or one whose new reads are not after the reads
 already validated (a late handheld file, a replay), is **replayed**: its reads from
-``history_days`` before the earliest new one are loaded from the database and evaluated again,
+``history_days`` before the earliest new one (and the few reads before those, so a meter read
+monthly is judged against its previous reads) are loaded from the database and evaluated again,
 so out-of-order delivery reaches the same verdicts as the batch run.
 """
 

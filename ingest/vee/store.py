@@ -131,18 +131,28 @@ def fetch_readings_blob(conn: psycopg.Connection, company_id: int, lo: int, hi: 
     return row[0] if row else None
 
 
+#: reads before a replay window loaded besides it: a meter read monthly (a walk-by book) has no
+#: read in ``history_days`` before a new one, yet its previous reads are what the new one is judged by
+REPLAY_READS_BEFORE = 3
+
 REPLAY_SQL = f"""
 SELECT string_agg(int8send(r.meter_id) || timestamptz_send(r.ts) || int8send(r.value)
                   || int8send((r.status::bigint << 16) | (r.source::bigint << 8) | r.quantity::bigint)
                   || timestamptz_send(r.received_at), ''::bytea)
 FROM unnest(%s::bigint[], %s::smallint[], %s::bigint[], %s::bigint[]) AS x(meter_id, quantity, since, upto)
+CROSS JOIN LATERAL (
+    SELECT coalesce(min(p.ts), {US_TO_TS.format('x.since')}) AS lo
+      FROM (SELECT r0.ts FROM reading r0
+             WHERE r0.meter_id = x.meter_id AND r0.quantity = x.quantity AND r0.ts < {US_TO_TS.format('x.since')}
+             ORDER BY r0.ts DESC LIMIT {REPLAY_READS_BEFORE}) p) b
 JOIN reading r ON r.meter_id = x.meter_id AND r.quantity = x.quantity
- AND r.ts >= {US_TO_TS.format('x.since')} AND r.ts <= {US_TO_TS.format('x.upto')}"""
+ AND r.ts >= b.lo AND r.ts <= {US_TO_TS.format('x.upto')}"""
 
 
 def fetch_meter_windows(conn: psycopg.Connection, meters: list[int], quantities: list[int], since_us: list[int],
                         upto_us: list[int]) -> Readings:
-    """The readings of each meter in its own window [since, upto] (µs), packed like a chunk."""
+    """The readings of each meter in its own window [since, upto] (µs) and the
+    :data:`REPLAY_READS_BEFORE` reads before it, packed like a chunk."""
     row = conn.execute(REPLAY_SQL, [meters, quantities, since_us, upto_us], binary=True).fetchone()
     return parse_readings(row[0] if row else None)
 

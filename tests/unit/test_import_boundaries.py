@@ -10,7 +10,8 @@ ALLOWED = {
     "protocols": {"ingest.model"},
     "ingest": {"protocols", "store", "config"},
     "store": {"config"},
-    "rating": {"store", "config"},
+    # the billing run posts its bills (ledger.bills) and raises VEE's master–sub alert (the alerts module)
+    "rating": {"store", "config", "ledger", "ingest.vee.alerts", "ingest.vee.engine"},
     "ledger": {"store", "config"},
     "exporters": {"ledger", "rating", "store", "config", "ingest"},
     "config": set(),

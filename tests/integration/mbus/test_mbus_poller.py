@@ -17,7 +17,7 @@ from meterline.ingest.sources import load
 from meterline.ingest.sources.base import Sink
 from meterline.ingest.writer import BatchingWriter
 from meterline.protocols.mbus import frame as mbus
-from tests.integration.mbus.mbus_slave_sim import SimBus, SimSlave
+from meterline.ingest.fieldsim.mbus import SimBus, SimSlave
 
 CORPUS = Path(__file__).resolve().parents[3].parent / "shared" / "corpora" / "mbus-libmbus"
 

@@ -19,9 +19,9 @@ import psycopg
 import pytest
 from pymodbus import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
-from pymodbus.simulator import DataType, SimData, SimDevice
 
 from meterline.errors import ConfigError
+from meterline.ingest.fieldsim.modbus import sim_device
 from meterline.ingest.model import Quantity, Source
 from meterline.ingest.sources import load
 from meterline.ingest.sources.base import Sink
@@ -35,15 +35,6 @@ HEAT_LE = load_profile("heat-meter-int64-wh-le")
 
 async def _too_slow(*_args) -> None:
     await asyncio.sleep(0.5)  # answers, but long after the device's 0.2 s timeout
-
-
-def sim_device(unit: int, registers: dict[tuple[int, int], tuple[int, ...]], action=None) -> SimDevice:
-    holding = [SimData(a, values=list(w), datatype=DataType.REGISTERS) for (fn, a), w in registers.items() if fn == 3]
-    inputs = [SimData(a, values=list(w), datatype=DataType.REGISTERS) for (fn, a), w in registers.items() if fn == 4]
-    filler = [SimData(60000, values=[0], datatype=DataType.REGISTERS)]
-    return SimDevice(unit, simdata=([SimData(0, values=[False], datatype=DataType.BITS)],
-                                    [SimData(0, values=[False], datatype=DataType.BITS)],
-                                    holding or filler, inputs or filler), action=action)
 
 
 DEVICES = [

@@ -18,7 +18,7 @@ def test_demo_pushes_readings_through_the_ingest_service(monkeypatch: pytest.Mon
     monkeypatch.chdir(tmp_path)
     name = f"ml_demo_{uuid.uuid4().hex[:8]}"
     try:
-        assert main(["demo", "--meters", "400", "--days", "2", "--database", name]) == 0
+        assert main(["demo", "--meters", "400", "--database", name]) == 0
         out = capsys.readouterr().out
     finally:
         with pg_server.admin() as admin:

@@ -218,3 +218,28 @@ def test_command_line(env: str, tmp_path: Path, conn: psycopg.Connection, compan
     assert main(["vee", "run", "--period", "2026-13"]) == 1
 
 
+
+
+def test_ingest_hook_judges_a_monthly_read_against_the_previous_months(tmp_path: Path, conn: psycopg.Connection,
+                                                                       db_dsn: str, company: Company) -> None:
+    """A walk-by meter read once a month: the ingest hook replays a meter it has not seen from
+    ``history_days`` before the new read, where a monthly meter has no read; the reads before
+    the window come along, so a read 150 L below last month's is reverse flow."""
+    meters = _registry(tmp_path, conn, db_dsn, company, "meter H size=DN15\n")
+    months = [local("2026-08-27T10:00"), local("2026-09-27T10:00"), local("2026-10-27T10:00")]
+    with psycopg.connect(db_dsn, autocommit=True) as c:
+        write_readings(c, [Reading(ts=ts, value=100_000 + 11_000 * i, meter_id=meters["H"], source=Source.HANDHELD,
+                                   received_at=ts) for i, ts in enumerate(months)])
+    back = Reading(ts=local("2026-11-26T10:00"), value=100_000 + 22_000 - 150, meter_id=meters["H"],
+                   source=Source.HANDHELD, received_at=local("2026-11-26T18:00"))
+    with psycopg.connect(db_dsn, autocommit=True) as c:
+        write_readings(c, [back])
+    validator = IngestValidator(db_dsn, load_config())
+    try:
+        validator.validate([back])
+    finally:
+        validator.close()
+    assert validator.stats.flagged == 1
+    flags = conn.execute("SELECT flags FROM reading_validation WHERE meter_id = %s AND ts = %s",
+                         [meters["H"], back.ts]).fetchone()
+    assert flags is not None and "reverse_flow" in flags[0]

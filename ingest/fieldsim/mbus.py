@@ -1,6 +1,7 @@
 """A simulated M-Bus segment: slaves that answer a master with recorded frames.
 
-It speaks the link layer for real (SND_NKE → E5, secondary selection with CI 0x52, REQ_UD2
+Used by the M-Bus tests (libmbus corpus frames) and by ``meterline demo`` (a concentrator of the
+demo utility's M-Bus water meters, :func:`water_telegram`). It speaks the link layer for real (SND_NKE → E5, secondary selection with CI 0x52, REQ_UD2
 with the FCB rule: a repeated FCB gets the same telegram again, a toggled one the next) over a
 pseudo-terminal (``os.openpty``) or a TCP socket. Slaves can misbehave on purpose: stay
 silent, answer garbage, corrupt the checksum.
@@ -16,6 +17,25 @@ import tty
 from dataclasses import dataclass, field
 
 from meterline.protocols.mbus import frame as mbus
+from meterline.protocols.mbus.tables import manufacturer_id
+
+C_RSP_UD = 0x08
+CI_RSP_LONG = 0x72
+MEDIUM_WATER = 0x07
+
+
+def water_telegram(ident: str, litres: int, *, address: int = 0xFD, access: int = 0, status: int = 0,
+                   manufacturer: str = "LXS", version: int = 1) -> bytes:
+    """An RSP_UD long frame of a water meter: identification ``ident`` (8 decimal digits) and
+    one instantaneous volume record (32-bit integer, VIF 0x13: litres)."""
+    if len(ident) != 8 or not ident.isdigit():
+        raise ValueError(f"M-Bus identification {ident!r} is not 8 decimal digits")
+    if not 0 <= litres < 2**31:
+        raise ValueError(f"volume {litres} L does not fit a 32-bit integer record")
+    header = (bytes.fromhex(ident)[::-1] + manufacturer_id(manufacturer).to_bytes(2, "little")
+              + bytes((version, MEDIUM_WATER, access & 0xFF, status & 0xFF)) + b"\x00\x00")
+    record = bytes((0x04, 0x13)) + litres.to_bytes(4, "little")
+    return mbus.long_frame(C_RSP_UD, address, CI_RSP_LONG, header + record)
 
 
 @dataclass

@@ -1,0 +1,79 @@
+"""``meterline bill run|explain`` in process: summary, dry run, explanation, permissions, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from meterline.cli import main
+from tests.integration.rating.billkit import TARIFF, Utility, october
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+@pytest.fixture
+def util(monkeypatch: pytest.MonkeyPatch, db_dsn: str, tmp_path: Path, conn: psycopg.Connection) -> Utility:
+    u = october(Utility.create(conn))
+    tariffs = tmp_path / "tariffs"
+    tariffs.mkdir()
+    (tariffs / "water-residential.toml").write_text(TARIFF, encoding="utf-8")
+    monkeypatch.setenv("METERLINE_DSN", db_dsn)
+    monkeypatch.setenv("METERLINE_COMPANY", u.code)
+    monkeypatch.setenv("METERLINE__RATING__TARIFF_DIR", str(tariffs))
+    monkeypatch.setenv("COLUMNS", "250")
+    monkeypatch.delenv("METERLINE_CONFIG", raising=False)
+    monkeypatch.delenv("METERLINE_USER", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return u
+
+
+def test_run_dry_run_and_explain(util: Utility, conn: psycopg.Connection, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = cli(capsys, "bill", "run", "--cycle", "M", "--period", "2026-10", "--dry-run")
+    assert code == 0 and "dry run (nothing written)" in out and "10 new bill(s)" in out
+    assert conn.execute("SELECT count(*) FROM bill").fetchone()[0] == 0
+    code, out = cli(capsys, "bill", "run", "--cycle", "M", "--period", "2026-10")
+    assert code == 0
+    assert "bills written" in out and "no_closing_read" in out and "estimated closing reads" in out
+    assert "1 (10.0%)" in out
+    code, out = cli(capsys, "bill", "run", "--cycle", "M", "--period", "2026-10")
+    assert code == 0 and "billed before this run started" in out
+    bill = {code.split("-", 1)[1]: b for code, b in conn.execute(
+        "SELECT a.code, b.id FROM bill b JOIN account a ON a.id = b.account_id").fetchall()}
+    code, out = cli(capsys, "bill", "explain", str(bill["A3"]))
+    assert code == 0
+    assert "the meter was replaced" in out and "consumption 13.000 m³" in out
+    assert "water tier 1: 13.000 m³ × 2.00 = 26.00 + tax 0.78" in out
+    assert "Total: consumption 13.000 m³; amount 44.00 + tax 0.78 = 44.78" in out
+    code, out = cli(capsys, "bill", "explain", str(bill["A2"]))
+    assert "passed its maximum" in out
+    code, out = cli(capsys, "bill", "explain", str(bill["A7"]))
+    assert "shared by consumption" in out and "this account's share through meter" in out and "5.000 m³" in out
+    assert "water (apportioned): 5.000 m³ × 2.00 = 10.00" in out
+    code, out = cli(capsys, "bill", "explain", str(bill["A4"]))
+    assert "(estimated)" in out and "closing read estimated" in out
+
+
+def test_permissions_and_bad_input(util: Utility, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(capsys, "user", "add", "boss", "管理员")[0] == 0
+    for login, role in (("li", "cashier"), ("sun", "billing_administrator"), ("qian", "auditor")):
+        assert cli(capsys, "--user", "boss", "user", "add", login, login)[0] == 0
+        assert cli(capsys, "--user", "boss", "user", "grant", login, role, "--in", util.code)[0] == 0
+    code, out = cli(capsys, "--user", "li", "bill", "run", "--cycle", "M", "--period", "2026-10")
+    assert code == 3 and "billing.run" in out
+    code, out = cli(capsys, "--user", "sun", "bill", "run", "--cycle", "M", "--period", "2026-10")
+    assert code == 0
+    code, out = cli(capsys, "--user", "sun", "bill", "run", "--cycle", "M", "--period", "2026-1")
+    assert code != 0 and "expected YYYY-MM" in out and "Traceback" not in out
+    code, out = cli(capsys, "--user", "sun", "bill", "run", "--cycle", "M", "--period", "2026-10", "--books", "XX")
+    assert code != 0 and "unknown meter book(s): XX" in out
+    for login in ("li", "qian"):
+        code, out = cli(capsys, "--user", login, "bill", "explain", "1")
+        assert code == 0 and "Bill 1" in out
+    code, out = cli(capsys, "--user", "li", "bill", "explain", "999999")
+    assert code != 0 and "does not exist" in out
