@@ -67,16 +67,20 @@ def test_broker_restart_mid_stream_loses_nothing(db_dsn, conn, company, tmp_path
         c.reconnect_delay_set(0.05, 0.5)
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 300
+        # PUBACKs counted by mid: a message published while the broker is down is queued
+        # (paho's rc says "not connected", so wait_for_publish would raise) and sent, with the
+        # same mid, after the reconnect
+        acked: set[int] = set()
+        c.on_publish = lambda _c, _u, mid, _rc, _p: acked.add(mid)
         c.connect(*broker.address, clean_start=False, properties=props)
         c.loop_start()
         try:
-            infos = []
+            mids = set()
             for i, (t, p) in enumerate(_messages(topic, n)):
-                infos.append(c.publish(t, p, qos=1))
+                mids.add(c.publish(t, p, qos=1).mid)
                 if i % 200 == 0:
                     time.sleep(0.02)
-            for info in infos:
-                info.wait_for_publish(60)
+            wait_for(lambda: mids <= acked, what="every publish acknowledged by the broker", timeout=60)
             published.set()
         except Exception as exc:  # reported below
             errors.append(exc)
