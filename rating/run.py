@@ -409,6 +409,8 @@ def bill_run(conn: psycopg.Connection, company_id: int, cycle: str, period: str,
         return now
 
     with conn.transaction(force_rollback=dry_run):
+        # the period's reads are sorted and joined a million at a time: room to do it in memory
+        conn.execute("SELECT set_config('work_mem', %s, true)", [settings.work_mem])
         if books:
             known = {r[0] for r in conn.execute(
                 "SELECT code FROM meter_book WHERE company_id = %s AND code = ANY(%s)", [company_id, list(books)])}
