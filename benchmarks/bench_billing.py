@@ -37,6 +37,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import add_server_args, fresh_database, server  # noqa: E402
 
+from meterline.config.settings import BillingSettings  # noqa: E402
 from meterline.ledger.bills import post_bills  # noqa: E402
 from meterline.ledger.journal import Posting, post_entry  # noqa: E402
 from meterline.rating.engine import rate  # noqa: E402
@@ -132,9 +133,9 @@ def reset(dsn: str) -> None:
         c.execute("VACUUM ANALYZE bill, bill_line, meter_period_read, journal_entry, posting, receivable_item")
 
 
-def whole_run(db: Database, cid: int, book: TariffBook) -> dict:
+def whole_run(db: Database, cid: int, book: TariffBook, settings: BillingSettings | None = None):
     with db.connection(company_id=cid) as c:
-        res = bill_run(c, cid, "M", "2026-10", tariffs=book, day=DAY, created_by="bench")
+        res = bill_run(c, cid, "M", "2026-10", tariffs=book, day=DAY, created_by="bench", settings=settings)
         c.commit()
     return res
 
@@ -278,6 +279,8 @@ def main() -> None:
     p.add_argument("--sample", type=int, default=2_000, help="accounts for the per-row baseline")
     p.add_argument("--skip-baselines", action="store_true")
     p.add_argument("--profile", action="store_true", help="print the run's stage timings")
+    p.add_argument("--shard-accounts", type=int, default=BillingSettings().shard_accounts,
+                   help="accounts per shard of the run (billing.shard_accounts)")
     add_server_args(p)
     args = p.parse_args()
     n = args.meters
@@ -289,7 +292,7 @@ def main() -> None:
             last: dict = {}
 
             def go() -> None:
-                last["res"] = whole_run(db, cid, book)
+                last["res"] = whole_run(db, cid, book, BillingSettings(shard_accounts=args.shard_accounts))
 
             whole = timed("whole run (reads → bills, postings committed)", n, go, args.repeat, lambda: reset(dsn))
             res = last["res"]

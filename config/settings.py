@@ -224,6 +224,8 @@ class BillingSettings:
     cycle_months: dict[str, int] = field(default_factory=lambda: {"M": 1, "B": 2})
     #: accounts rated and written per shard (whole meter books; bounds the run's memory)
     shard_accounts: int = 250_000
+    #: PostgreSQL work_mem inside a run's transaction (sorting and joining the period's reads)
+    work_mem: str = "256MB"
 
     def validate(self) -> list[str]:
         problems = []
@@ -236,6 +238,8 @@ class BillingSettings:
                 problems.append(f"cycle_months.{cycle} must be a whole number of months between 1 and 12")
         if self.shard_accounts < 1:
             problems.append("shard_accounts must be >= 1")
+        if not re.fullmatch(r"[1-9][0-9]*(kB|MB|GB)", self.work_mem):
+            problems.append(f"work_mem {self.work_mem!r}: expected a size such as 256MB")
         return problems
 
 

@@ -65,7 +65,6 @@ from meterline.store.consumption import Kind, consumption, replacement_terms
 log = logging.getLogger(__name__)
 
 UTC = dt.timezone.utc
-US = 1_000_000
 #: the VEE rule raised for a negative residual (sub-meters together above their master)
 IMBALANCE_RULE = "subs_exceed_master"
 OPENING_BASES = ("previous", "read", "installation", "last_read", "first_read")
@@ -186,14 +185,15 @@ TRUNCATE ml_bill_meter
 _NEAREST = f"""
 SELECT DISTINCT ON (r.meter_id) r.meter_id, {_US.format(c="r.ts")} AS ts, r.value, r.estimated
   FROM reading_effective r JOIN ml_bill_meter s ON s.id = r.meter_id AND s.quantity = r.quantity
- WHERE r.ts >= %(b)s::timestamptz - %(wb)s AND r.ts <= %(b)s::timestamptz + %(wa)s {{extra}}
+ WHERE r.ts >= %(b)s::timestamptz - %(wb)s AND r.ts <= %(b)s::timestamptz + %(wa)s
+   AND r.meter_id BETWEEN %(lo)s AND %(hi)s {{extra}}
  ORDER BY r.meter_id, abs(extract(epoch FROM r.ts - %(b)s::timestamptz)), r.estimated, r.ts"""
 
 _PREVIOUS = f"""
 SELECT DISTINCT ON (p.meter_id) p.meter_id, {_US.format(c="p.closing_ts")} AS ts, p.closing_value AS value,
        p.closing_estimated AS estimated
   FROM meter_period_read p JOIN ml_bill_meter s ON s.id = p.meter_id
- WHERE p.period < %(period)s
+ WHERE p.period < %(period)s AND p.meter_id BETWEEN %(lo)s AND %(hi)s
  ORDER BY p.meter_id, p.period DESC"""
 
 _FALLBACK = f"""
@@ -211,7 +211,8 @@ SELECT s.id AS meter_id, coalesce(b.ts, f.ts) AS ts, coalesce(b.value, f.value) 
 _INSTALLS = f"""
 SELECT i.meter_id, {_US.format(c="i.installed_at")} AS installed, i.initial_register AS initial,
        coalesce({_US.format(c="i.removed_at")}, -1) AS removed, coalesce(i.final_register, -1) AS final
-  FROM meter_installation i JOIN ml_bill_meter s ON s.id = i.meter_id"""
+  FROM meter_installation i JOIN ml_bill_meter s ON s.id = i.meter_id
+ WHERE i.meter_id BETWEEN %(lo)s AND %(hi)s"""
 
 _READ_SCHEMA = {"meter_id": pl.Int64, "ts": pl.Int64, "value": pl.Int64, "estimated": pl.Boolean}
 _INST_SCHEMA = {"meter_id": pl.Int64, "installed": pl.Int64, "initial": pl.Int64, "removed": pl.Int64,
@@ -233,12 +234,15 @@ def meter_reads(conn: psycopg.Connection, meters: pl.DataFrame, period: str, sta
     conn.execute("ANALYZE ml_bill_meter")
     wb = dt.timedelta(days=settings.closing_before_days)
     wa = dt.timedelta(days=settings.closing_after_days)
-    close = query_frame(conn, _NEAREST.format(extra=""), {"b": end_b, "wb": wb, "wa": wa}, _READ_SCHEMA)
-    prev = query_frame(conn, _PREVIOUS, {"period": period}, _READ_SCHEMA)
+    # the id range of these meters lets every query read only their part of the readings (a shard
+    # of books is usually a range of meter ids), not the whole company's window once per shard
+    ids = {"lo": int(meters["meter_id"].min() or 0), "hi": int(meters["meter_id"].max() or 0)}
+    close = query_frame(conn, _NEAREST.format(extra=""), {"b": end_b, "wb": wb, "wa": wa, **ids}, _READ_SCHEMA)
+    prev = query_frame(conn, _PREVIOUS, {"period": period, **ids}, _READ_SCHEMA)
     start = query_frame(conn, _NEAREST.format(
         extra="AND NOT EXISTS (SELECT 1 FROM meter_period_read p WHERE p.meter_id = s.id AND p.period < %(period)s)"),
-        {"b": start_b, "wb": wb, "wa": wa, "period": period}, _READ_SCHEMA)
-    inst = query_frame(conn, _INSTALLS, None, _INST_SCHEMA).sort("meter_id", "installed")
+        {"b": start_b, "wb": wb, "wa": wa, "period": period, **ids}, _READ_SCHEMA)
+    inst = query_frame(conn, _INSTALLS, ids, _INST_SCHEMA).sort("meter_id", "installed")
 
     # a device removed without a final register (and not the last one) breaks the history
     bad = (inst.with_columns(last=pl.col("installed").rank("ordinal", descending=True).over("meter_id") == 1)
@@ -409,6 +413,8 @@ def bill_run(conn: psycopg.Connection, company_id: int, cycle: str, period: str,
         return now
 
     with conn.transaction(force_rollback=dry_run):
+        # the period's reads are sorted and joined a million at a time: room to do it in memory
+        conn.execute("SELECT set_config('work_mem', %s, true)", [settings.work_mem])
         if books:
             known = {r[0] for r in conn.execute(
                 "SELECT code FROM meter_book WHERE company_id = %s AND code = ANY(%s)", [company_id, list(books)])}
