@@ -242,3 +242,25 @@ def test_references_are_checked_per_statement(conn: psycopg.Connection, util: Ut
                             closing_estimated, consumption, kind)
                         VALUES (%s, '2026-12', %s, %s, %s, %s, 'read', now(), 0, false, now(), 0, false, 0, 0)""",
                      [util.meters["M1"], util.company_id, run_id, account + 1, bill_id])
+
+
+def test_bills_and_what_they_reference_are_never_deleted(conn: psycopg.Connection, util: Utility,
+                                                          app_db: Database) -> None:
+    """Without per-row foreign keys (0500) the other side of the references is kept by 0610:
+    bills, lines and runs refuse DELETE and TRUNCATE for every role, a billed account refuses
+    DELETE, and the application role cannot change a bill line."""
+    run(app_db, util)
+    bill_id, run_id, account = conn.execute("SELECT id, run_id, account_id FROM bill LIMIT 1").fetchone()
+    for stmt, args in (("DELETE FROM bill_line WHERE bill_id = %s", [bill_id]),
+                       ("DELETE FROM bill WHERE id = %s", [bill_id]),
+                       ("DELETE FROM billing_run WHERE id = %s", [run_id]),
+                       ("TRUNCATE bill_line", None), ("TRUNCATE bill CASCADE", None),
+                       ("TRUNCATE billing_run CASCADE", None)):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="never deleted"):
+            conn.execute(stmt, args)
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="has bills"):
+        conn.execute("DELETE FROM account WHERE id = %s", [account])
+    with app_db.connection(company_id=util.company_id) as c:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute("UPDATE bill_line SET amount = amount + 1 WHERE bill_id = %s", [bill_id])
+    assert conn.execute("SELECT count(*) FROM bill WHERE id = %s", [bill_id]).fetchone()[0] == 1
