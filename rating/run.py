@@ -671,27 +671,40 @@ def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id:
     ids = query_frame(conn, "SELECT nextval(pg_get_serial_sequence('bill', 'id')) AS id FROM generate_series(1, %s)",
                       [bills.height], {"id": pl.Int64}) if bills.height else pl.DataFrame(schema={"id": pl.Int64})
     bills = bills.with_columns(bill_id=ids["id"])
+    # bill lines are few distinct (component, tariff version, source) triples — the source is the
+    # rating's, common to every line of a kind and tariff period — plus each bill's reads (and its
+    # apportionment shares): both are staged once as jsonb (a triple per distinct value, the reads
+    # per bill) and joined into every line, so PostgreSQL parses JSON a million times, not once per
+    # line, and the lines themselves go over in binary COPY
     conn.execute("""CREATE TEMP TABLE IF NOT EXISTS ml_bill (id bigint, account_id bigint, consumption bigint,
-                        amount bigint, tax bigint, total bigint, estimated boolean) ON COMMIT DROP""")
-    conn.execute("""CREATE TEMP TABLE IF NOT EXISTS ml_line (bill_id bigint, line_no smallint, component text,
+                        amount bigint, tax bigint, total bigint, estimated boolean, reads jsonb, app jsonb)
+                        ON COMMIT DROP""")
+    conn.execute("""CREATE TEMP TABLE IF NOT EXISTS ml_line_key (id integer, component text, tariff_version text,
+                        source jsonb, apportioned boolean) ON COMMIT DROP""")
+    conn.execute("""CREATE TEMP TABLE IF NOT EXISTS ml_line (bill_id bigint, line_no smallint, key integer,
                         tier smallint, quantity bigint, unit_price bigint, price_scale smallint, amount bigint,
-                        tax bigint, tariff_version text, source text) ON COMMIT DROP""")
-    conn.execute("TRUNCATE ml_bill, ml_line")
-    copy_in(conn, "ml_bill", bills.select(pl.col("bill_id").alias("id"), pl.col("row").alias("account_id"),
-                                          "consumption", "amount", "tax", "total", "estimated"))
+                        tax bigint) ON COMMIT DROP""")
+    conn.execute("TRUNCATE ml_bill, ml_line_key, ml_line")
+    copy_in(conn, "ml_bill", bills.select(
+        pl.col("bill_id").alias("id"), pl.col("row").alias("account_id"), "consumption", "amount", "tax", "total",
+        "estimated",
+        reads=pl.concat_str([pl.lit('{"reads": ['), pl.col("reads").fill_null(""), pl.lit("]}")]),
+        app=pl.concat_str([pl.lit('{"reads": ['), pl.col("reads").fill_null(""), pl.lit('], "shares": ['),
+                           pl.col("shares"), pl.lit("]}")])))
     t = lap("stage_bills", t)
-    lines = rated.lines.join(bills.select("row", "bill_id", "reads", "shares"), on="row", how="inner")
-    is_app = pl.col("source").str.contains('"apportioned"', literal=True) & pl.col("shares").is_not_null()
-    lines = lines.select(
-        "bill_id", "line_no", "component", "tier", "quantity", "unit_price", "price_scale", "amount", "tax",
-        "tariff_version",
-        source=pl.concat_str([pl.col("source").str.head(-1), pl.lit(', "reads": ['), pl.col("reads").fill_null(""),
-                              pl.lit("]"),
-                              pl.when(is_app).then(pl.concat_str([pl.lit(', "shares": ['), pl.col("shares"),
-                                                                  pl.lit("]")])).otherwise(pl.lit("")),
-                              pl.lit("}")]))
+    lines = rated.lines.join(bills.select("row", "bill_id"), on="row", how="inner")
+    keys = (lines.select("component", "tariff_version", "source").unique(maintain_order=True)
+            .with_row_index("key", offset=1).with_columns(pl.col("key").cast(pl.Int32)))
+    lines = lines.join(keys, on=["component", "tariff_version", "source"], how="left").select(
+        "bill_id", "line_no", "key", pl.col("tier").fill_null(0), "quantity", "unit_price", "price_scale", "amount",
+        "tax")
     t = lap("lines", t)
+    copy_in(conn, "ml_line_key", keys.select(
+        pl.col("key").alias("id"), "component", "tariff_version", "source",
+        apportioned=pl.col("source").str.contains('"apportioned"', literal=True)))
     copy_in(conn, "ml_line", lines)
+    conn.execute("ANALYZE ml_bill")
+    conn.execute("ANALYZE ml_line_key")
     t = lap("stage_lines", t)
     conn.execute(
         """INSERT INTO bill (id, company_id, run_id, account_id, period, period_start, period_end, consumption,
@@ -699,11 +712,14 @@ def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id:
            SELECT id, %s, %s, account_id, %s, %s, %s, consumption, amount, tax, total, %s, estimated FROM ml_bill""",
         [company_id, run_id, period, p_start, p_end, due])
     t = lap("insert_bills", t)
+    # a line's source: the rating's, its bill's reads and, on apportioned lines, the shares
     conn.execute(
         """INSERT INTO bill_line (bill_id, line_no, company_id, component, tier, quantity, unit_price, price_scale,
                                   amount, tax, tariff_version, source)
-           SELECT bill_id, line_no, %s, component, tier, quantity, unit_price, price_scale, amount, tax,
-                  tariff_version, source::jsonb FROM ml_line""", [company_id])
+           SELECT l.bill_id, l.line_no, %s, k.component, nullif(l.tier, 0), l.quantity, l.unit_price, l.price_scale,
+                  l.amount, l.tax, k.tariff_version,
+                  k.source || CASE WHEN k.apportioned AND b.app IS NOT NULL THEN b.app ELSE b.reads END
+             FROM ml_line l JOIN ml_line_key k ON k.id = l.key JOIN ml_bill b ON b.id = l.bill_id""", [company_id])
     t = lap("insert_lines", t)
     billed = m.join(bills.select(pl.col("row").alias("account_id"), "bill_id"), on="account_id", how="inner")
     _write_period_reads(conn, company_id, run_id, period, billed)
