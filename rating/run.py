@@ -189,6 +189,31 @@ SELECT DISTINCT ON (r.meter_id) r.meter_id, {_US.format(c="r.ts")} AS ts, r.valu
    AND r.meter_id BETWEEN %(lo)s AND %(hi)s {{extra}}
  ORDER BY r.meter_id, abs(extract(epoch FROM r.ts - %(b)s::timestamptz)), r.estimated, r.ts"""
 
+# the same for a few meters scattered over a wide id range (the master–sub trees): one index probe
+# per meter instead of reading every meter's readings in the range
+_NEAREST_EACH = f"""
+SELECT s.id AS meter_id, n.ts, n.value, n.estimated
+  FROM ml_bill_meter s CROSS JOIN LATERAL (
+       SELECT {_US.format(c="r.ts")} AS ts, r.value, r.estimated FROM reading_effective r
+        WHERE r.meter_id = s.id AND r.quantity = s.quantity
+          AND r.ts >= %(b)s::timestamptz - %(wb)s AND r.ts <= %(b)s::timestamptz + %(wa)s
+        ORDER BY abs(extract(epoch FROM r.ts - %(b)s::timestamptz)), r.estimated, r.ts LIMIT 1) n
+ WHERE true {{extra}}"""
+
+_PREVIOUS_EACH = f"""
+SELECT s.id AS meter_id, p.ts, p.value, p.estimated
+  FROM ml_bill_meter s CROSS JOIN LATERAL (
+       SELECT {_US.format(c="p.closing_ts")} AS ts, p.closing_value AS value, p.closing_estimated AS estimated
+         FROM meter_period_read p WHERE p.meter_id = s.id AND p.period < %(period)s
+        ORDER BY p.period DESC LIMIT 1) p"""
+
+_INSTALLS_EACH = f"""
+SELECT s.id AS meter_id, i.installed, i.initial, i.removed, i.final
+  FROM ml_bill_meter s CROSS JOIN LATERAL (
+       SELECT {_US.format(c="i.installed_at")} AS installed, i.initial_register AS initial,
+              coalesce({_US.format(c="i.removed_at")}, -1) AS removed, coalesce(i.final_register, -1) AS final
+         FROM meter_installation i WHERE i.meter_id = s.id) i"""
+
 _PREVIOUS = f"""
 SELECT DISTINCT ON (p.meter_id) p.meter_id, {_US.format(c="p.closing_ts")} AS ts, p.closing_value AS value,
        p.closing_estimated AS estimated
@@ -220,13 +245,17 @@ _INST_SCHEMA = {"meter_id": pl.Int64, "installed": pl.Int64, "initial": pl.Int64
 
 
 def meter_reads(conn: psycopg.Connection, meters: pl.DataFrame, period: str, start_b: dt.datetime,
-                end_b: dt.datetime, settings: BillingSettings) -> pl.DataFrame:
+                end_b: dt.datetime, settings: BillingSettings, probe: bool | None = None) -> pl.DataFrame:
     """Opening and closing reads and consumption of ``meters`` (columns meter_id, quantity,
     modulus, multiplier) for the period ``[start_b, end_b)``; one row per meter.
 
     Output columns: meter_id, has_close, close_ts (µs), close_value, close_est, has_open,
     open_basis (index into :data:`OPENING_BASES`), open_ts, open_value, open_est, consumption,
     kind (:class:`~meterline.store.consumption.Kind`; -1 when not computed), bad_history.
+
+    ``probe``: look each meter's reads up by its key (True) or read the readings of the meters' id
+    range (False); None: probe when the meters are few for their id range (the master–sub trees,
+    scattered over the company). Both give the same rows.
     """
     for statement in _STAGE.strip().split(";\n"):
         conn.execute(statement)
@@ -237,12 +266,17 @@ def meter_reads(conn: psycopg.Connection, meters: pl.DataFrame, period: str, sta
     # the id range of these meters lets every query read only their part of the readings (a shard
     # of books is usually a range of meter ids), not the whole company's window once per shard
     ids = {"lo": int(meters["meter_id"].min() or 0), "hi": int(meters["meter_id"].max() or 0)}
-    close = query_frame(conn, _NEAREST.format(extra=""), {"b": end_b, "wb": wb, "wa": wa, **ids}, _READ_SCHEMA)
-    prev = query_frame(conn, _PREVIOUS, {"period": period, **ids}, _READ_SCHEMA)
-    start = query_frame(conn, _NEAREST.format(
+    # few meters over a wide range of ids (the trees): probe each meter's readings by its key
+    if probe is None:
+        probe = meters.height * 8 < ids["hi"] - ids["lo"] + 1
+    nearest, previous, installs = (_NEAREST_EACH, _PREVIOUS_EACH, _INSTALLS_EACH) if probe else (
+        _NEAREST, _PREVIOUS, _INSTALLS)
+    close = query_frame(conn, nearest.format(extra=""), {"b": end_b, "wb": wb, "wa": wa, **ids}, _READ_SCHEMA)
+    prev = query_frame(conn, previous, {"period": period, **ids}, _READ_SCHEMA)
+    start = query_frame(conn, nearest.format(
         extra="AND NOT EXISTS (SELECT 1 FROM meter_period_read p WHERE p.meter_id = s.id AND p.period < %(period)s)"),
         {"b": start_b, "wb": wb, "wa": wa, "period": period, **ids}, _READ_SCHEMA)
-    inst = query_frame(conn, _INSTALLS, ids, _INST_SCHEMA).sort("meter_id", "installed")
+    inst = query_frame(conn, installs, ids, _INST_SCHEMA).sort("meter_id", "installed")
 
     # a device removed without a final register (and not the last one) breaks the history
     bad = (inst.with_columns(last=pl.col("installed").rank("ordinal", descending=True).over("meter_id") == 1)
