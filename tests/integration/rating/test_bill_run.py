@@ -245,6 +245,15 @@ def test_references_are_checked_per_statement(conn: psycopg.Connection, util: Ut
                             closing_estimated, consumption, kind)
                         VALUES (%s, '2026-12', %s, %s, %s, %s, 'read', now(), 0, false, now(), 0, false, 0, 0)""",
                      [util.meters["M1"], util.company_id, run_id, account + 1, bill_id])
+    master, period = conn.execute("SELECT master_meter_id, period FROM apportionment LIMIT 1").fetchone()
+    share = """INSERT INTO apportionment_share (master_meter_id, period, account_id, company_id, via_meter_id, weight,
+                                                share) VALUES (%s, %s, %s, %s, %s, 1, 0)"""
+    for args in ([master, "2026-12", account, util.company_id, master],          # no such apportionment
+                 [master, period, -1, util.company_id, master],                         # no such account
+                 [master, period, account, other.company_id, master],          # another company
+                 [master, period, account, util.company_id, -1]):              # no such meter
+        with pytest.raises(psycopg.errors.ForeignKeyViolation, match="apportionment share"):
+            conn.execute(share, args)
 
 
 def test_reads_probed_per_meter_equal_the_range_scan(conn: psycopg.Connection, util: Utility, app_db: Database) -> None:
