@@ -599,10 +599,10 @@ def _write_period_reads(conn: psycopg.Connection, company_id: int, run_id: int, 
         return
     frame = rows.select(
         pl.col("meter_id"), pl.col("account_id"), pl.col("bill_id"), pl.col("open_basis").cast(pl.Int16),
-        pl.col("open_ts"), pl.col("open_value"), pl.col("open_est"), pl.col("close_ts"), pl.col("close_value"),
+        _ts("open_ts"), pl.col("open_value"), pl.col("open_est"), _ts("close_ts"), pl.col("close_value"),
         pl.col("close_est"), pl.col("consumption"), pl.col("kind").cast(pl.Int16))
     conn.execute("""CREATE TEMP TABLE IF NOT EXISTS ml_mpr (meter_id bigint, account_id bigint, bill_id bigint,
-                        open_basis smallint, open_ts bigint, open_value bigint, open_est boolean, close_ts bigint,
+                        open_basis smallint, open_ts timestamptz, open_value bigint, open_est boolean, close_ts timestamptz,
                         close_value bigint, close_est boolean, consumption bigint, kind smallint) ON COMMIT DROP""")
     conn.execute("TRUNCATE ml_mpr")
     copy_in(conn, "ml_mpr", frame)
@@ -611,9 +611,14 @@ def _write_period_reads(conn: psycopg.Connection, company_id: int, run_id: int, 
                                           opening_ts, opening_value, opening_estimated, closing_ts, closing_value,
                                           closing_estimated, consumption, kind)
            SELECT meter_id, %s, %s, %s, account_id, bill_id, (%s::text[])[open_basis + 1],
-                  to_timestamp(open_ts / 1000000.0), open_value, open_est, to_timestamp(close_ts / 1000000.0),
+                  open_ts, open_value, open_est, close_ts,
                   close_value, close_est, consumption, kind
              FROM ml_mpr""", [period, company_id, run_id, list(OPENING_BASES)])
+
+
+def _ts(col: str) -> pl.Expr:
+    """Epoch microseconds as a UTC timestamp (staged as timestamptz by binary COPY)."""
+    return pl.from_epoch(pl.col(col), time_unit="us").dt.replace_time_zone("UTC").alias(col)
 
 
 def _iso(col: str) -> pl.Expr:
