@@ -26,7 +26,12 @@ spans ``billing.cycle_months[cycle]`` months, default 1), in one transaction:
    the reading keys — and, on apportioned lines, ``shares`` — ``[master meter id, via meter
    id, litres]``), ``meter_period_read``, ``apportionment`` (+ shares) and skipped accounts with
    reasons; bulk-copied into temporary tables and inserted from there (row-level security
-   refuses COPY into the business tables); then :func:`meterline.ledger.bills.post_bills`.
+   refuses COPY into the business tables); then :func:`meterline.ledger.bills.post_bills`. The
+   lines go over in binary COPY with a key into the few distinct (component, tariff version,
+   rating source) triples, the reads and shares once per bill as jsonb; the INSERT joins them
+   (``source || reads``), so the stored sources are the same while PostgreSQL parses JSON once
+   per bill and per distinct source, not once per line. The trees' meters, few and scattered
+   over the company's ids, have their reads probed per meter by key (:func:`meter_reads`).
 
 **Idempotent** by (company, cycle, period): the run is one ``billing_run`` row; accounts that
 already have a bill in it are not billed again, so re-running changes nothing (an account
