@@ -26,7 +26,12 @@ spans ``billing.cycle_months[cycle]`` months, default 1), in one transaction:
    the reading keys — and, on apportioned lines, ``shares`` — ``[master meter id, via meter
    id, litres]``), ``meter_period_read``, ``apportionment`` (+ shares) and skipped accounts with
    reasons; bulk-copied into temporary tables and inserted from there (row-level security
-   refuses COPY into the business tables); then :func:`meterline.ledger.bills.post_bills`.
+   refuses COPY into the business tables); then :func:`meterline.ledger.bills.post_bills`. The
+   lines go over in binary COPY with a key into the few distinct (component, tariff version,
+   rating source) triples, the reads and shares once per bill as jsonb; the INSERT joins them
+   (``source || reads``), so the stored sources are the same while PostgreSQL parses JSON once
+   per bill and per distinct source, not once per line. The trees' meters, few and scattered
+   over the company's ids, have their reads probed per meter by key (:func:`meter_reads`).
 
 **Idempotent** by (company, cycle, period): the run is one ``billing_run`` row; accounts that
 already have a bill in it are not billed again, so re-running changes nothing (an account
@@ -189,6 +194,31 @@ SELECT DISTINCT ON (r.meter_id) r.meter_id, {_US.format(c="r.ts")} AS ts, r.valu
    AND r.meter_id BETWEEN %(lo)s AND %(hi)s {{extra}}
  ORDER BY r.meter_id, abs(extract(epoch FROM r.ts - %(b)s::timestamptz)), r.estimated, r.ts"""
 
+# the same for a few meters scattered over a wide id range (the master–sub trees): one index probe
+# per meter instead of reading every meter's readings in the range
+_NEAREST_EACH = f"""
+SELECT s.id AS meter_id, n.ts, n.value, n.estimated
+  FROM ml_bill_meter s CROSS JOIN LATERAL (
+       SELECT {_US.format(c="r.ts")} AS ts, r.value, r.estimated FROM reading_effective r
+        WHERE r.meter_id = s.id AND r.quantity = s.quantity
+          AND r.ts >= %(b)s::timestamptz - %(wb)s AND r.ts <= %(b)s::timestamptz + %(wa)s
+        ORDER BY abs(extract(epoch FROM r.ts - %(b)s::timestamptz)), r.estimated, r.ts LIMIT 1) n
+ WHERE true {{extra}}"""
+
+_PREVIOUS_EACH = f"""
+SELECT s.id AS meter_id, p.ts, p.value, p.estimated
+  FROM ml_bill_meter s CROSS JOIN LATERAL (
+       SELECT {_US.format(c="p.closing_ts")} AS ts, p.closing_value AS value, p.closing_estimated AS estimated
+         FROM meter_period_read p WHERE p.meter_id = s.id AND p.period < %(period)s
+        ORDER BY p.period DESC LIMIT 1) p"""
+
+_INSTALLS_EACH = f"""
+SELECT s.id AS meter_id, i.installed, i.initial, i.removed, i.final
+  FROM ml_bill_meter s CROSS JOIN LATERAL (
+       SELECT {_US.format(c="i.installed_at")} AS installed, i.initial_register AS initial,
+              coalesce({_US.format(c="i.removed_at")}, -1) AS removed, coalesce(i.final_register, -1) AS final
+         FROM meter_installation i WHERE i.meter_id = s.id) i"""
+
 _PREVIOUS = f"""
 SELECT DISTINCT ON (p.meter_id) p.meter_id, {_US.format(c="p.closing_ts")} AS ts, p.closing_value AS value,
        p.closing_estimated AS estimated
@@ -220,13 +250,17 @@ _INST_SCHEMA = {"meter_id": pl.Int64, "installed": pl.Int64, "initial": pl.Int64
 
 
 def meter_reads(conn: psycopg.Connection, meters: pl.DataFrame, period: str, start_b: dt.datetime,
-                end_b: dt.datetime, settings: BillingSettings) -> pl.DataFrame:
+                end_b: dt.datetime, settings: BillingSettings, probe: bool | None = None) -> pl.DataFrame:
     """Opening and closing reads and consumption of ``meters`` (columns meter_id, quantity,
     modulus, multiplier) for the period ``[start_b, end_b)``; one row per meter.
 
     Output columns: meter_id, has_close, close_ts (µs), close_value, close_est, has_open,
     open_basis (index into :data:`OPENING_BASES`), open_ts, open_value, open_est, consumption,
     kind (:class:`~meterline.store.consumption.Kind`; -1 when not computed), bad_history.
+
+    ``probe``: look each meter's reads up by its key (True) or read the readings of the meters' id
+    range (False); None: probe when the meters are few for their id range (the master–sub trees,
+    scattered over the company). Both give the same rows.
     """
     for statement in _STAGE.strip().split(";\n"):
         conn.execute(statement)
@@ -237,12 +271,17 @@ def meter_reads(conn: psycopg.Connection, meters: pl.DataFrame, period: str, sta
     # the id range of these meters lets every query read only their part of the readings (a shard
     # of books is usually a range of meter ids), not the whole company's window once per shard
     ids = {"lo": int(meters["meter_id"].min() or 0), "hi": int(meters["meter_id"].max() or 0)}
-    close = query_frame(conn, _NEAREST.format(extra=""), {"b": end_b, "wb": wb, "wa": wa, **ids}, _READ_SCHEMA)
-    prev = query_frame(conn, _PREVIOUS, {"period": period, **ids}, _READ_SCHEMA)
-    start = query_frame(conn, _NEAREST.format(
+    # few meters over a wide range of ids (the trees): probe each meter's readings by its key
+    if probe is None:
+        probe = meters.height * 8 < ids["hi"] - ids["lo"] + 1
+    nearest, previous, installs = (_NEAREST_EACH, _PREVIOUS_EACH, _INSTALLS_EACH) if probe else (
+        _NEAREST, _PREVIOUS, _INSTALLS)
+    close = query_frame(conn, nearest.format(extra=""), {"b": end_b, "wb": wb, "wa": wa, **ids}, _READ_SCHEMA)
+    prev = query_frame(conn, previous, {"period": period, **ids}, _READ_SCHEMA)
+    start = query_frame(conn, nearest.format(
         extra="AND NOT EXISTS (SELECT 1 FROM meter_period_read p WHERE p.meter_id = s.id AND p.period < %(period)s)"),
         {"b": start_b, "wb": wb, "wa": wa, "period": period, **ids}, _READ_SCHEMA)
-    inst = query_frame(conn, _INSTALLS, ids, _INST_SCHEMA).sort("meter_id", "installed")
+    inst = query_frame(conn, installs, ids, _INST_SCHEMA).sort("meter_id", "installed")
 
     # a device removed without a final register (and not the last one) breaks the history
     bad = (inst.with_columns(last=pl.col("installed").rank("ordinal", descending=True).over("meter_id") == 1)
@@ -565,10 +604,10 @@ def _write_period_reads(conn: psycopg.Connection, company_id: int, run_id: int, 
         return
     frame = rows.select(
         pl.col("meter_id"), pl.col("account_id"), pl.col("bill_id"), pl.col("open_basis").cast(pl.Int16),
-        pl.col("open_ts"), pl.col("open_value"), pl.col("open_est"), pl.col("close_ts"), pl.col("close_value"),
+        _ts("open_ts"), pl.col("open_value"), pl.col("open_est"), _ts("close_ts"), pl.col("close_value"),
         pl.col("close_est"), pl.col("consumption"), pl.col("kind").cast(pl.Int16))
     conn.execute("""CREATE TEMP TABLE IF NOT EXISTS ml_mpr (meter_id bigint, account_id bigint, bill_id bigint,
-                        open_basis smallint, open_ts bigint, open_value bigint, open_est boolean, close_ts bigint,
+                        open_basis smallint, open_ts timestamptz, open_value bigint, open_est boolean, close_ts timestamptz,
                         close_value bigint, close_est boolean, consumption bigint, kind smallint) ON COMMIT DROP""")
     conn.execute("TRUNCATE ml_mpr")
     copy_in(conn, "ml_mpr", frame)
@@ -577,9 +616,14 @@ def _write_period_reads(conn: psycopg.Connection, company_id: int, run_id: int, 
                                           opening_ts, opening_value, opening_estimated, closing_ts, closing_value,
                                           closing_estimated, consumption, kind)
            SELECT meter_id, %s, %s, %s, account_id, bill_id, (%s::text[])[open_basis + 1],
-                  to_timestamp(open_ts / 1000000.0), open_value, open_est, to_timestamp(close_ts / 1000000.0),
+                  open_ts, open_value, open_est, close_ts,
                   close_value, close_est, consumption, kind
              FROM ml_mpr""", [period, company_id, run_id, list(OPENING_BASES)])
+
+
+def _ts(col: str) -> pl.Expr:
+    """Epoch microseconds as a UTC timestamp (staged as timestamptz by binary COPY)."""
+    return pl.from_epoch(pl.col(col), time_unit="us").dt.replace_time_zone("UTC").alias(col)
 
 
 def _iso(col: str) -> pl.Expr:
@@ -671,27 +715,40 @@ def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id:
     ids = query_frame(conn, "SELECT nextval(pg_get_serial_sequence('bill', 'id')) AS id FROM generate_series(1, %s)",
                       [bills.height], {"id": pl.Int64}) if bills.height else pl.DataFrame(schema={"id": pl.Int64})
     bills = bills.with_columns(bill_id=ids["id"])
+    # bill lines are few distinct (component, tariff version, source) triples — the source is the
+    # rating's, common to every line of a kind and tariff period — plus each bill's reads (and its
+    # apportionment shares): both are staged once as jsonb (a triple per distinct value, the reads
+    # per bill) and joined into every line, so PostgreSQL parses JSON a million times, not once per
+    # line, and the lines themselves go over in binary COPY
     conn.execute("""CREATE TEMP TABLE IF NOT EXISTS ml_bill (id bigint, account_id bigint, consumption bigint,
-                        amount bigint, tax bigint, total bigint, estimated boolean) ON COMMIT DROP""")
-    conn.execute("""CREATE TEMP TABLE IF NOT EXISTS ml_line (bill_id bigint, line_no smallint, component text,
+                        amount bigint, tax bigint, total bigint, estimated boolean, reads jsonb, app jsonb)
+                        ON COMMIT DROP""")
+    conn.execute("""CREATE TEMP TABLE IF NOT EXISTS ml_line_key (id integer, component text, tariff_version text,
+                        source jsonb, apportioned boolean) ON COMMIT DROP""")
+    conn.execute("""CREATE TEMP TABLE IF NOT EXISTS ml_line (bill_id bigint, line_no smallint, key integer,
                         tier smallint, quantity bigint, unit_price bigint, price_scale smallint, amount bigint,
-                        tax bigint, tariff_version text, source text) ON COMMIT DROP""")
-    conn.execute("TRUNCATE ml_bill, ml_line")
-    copy_in(conn, "ml_bill", bills.select(pl.col("bill_id").alias("id"), pl.col("row").alias("account_id"),
-                                          "consumption", "amount", "tax", "total", "estimated"))
+                        tax bigint) ON COMMIT DROP""")
+    conn.execute("TRUNCATE ml_bill, ml_line_key, ml_line")
+    copy_in(conn, "ml_bill", bills.select(
+        pl.col("bill_id").alias("id"), pl.col("row").alias("account_id"), "consumption", "amount", "tax", "total",
+        "estimated",
+        reads=pl.concat_str([pl.lit('{"reads": ['), pl.col("reads").fill_null(""), pl.lit("]}")]),
+        app=pl.concat_str([pl.lit('{"reads": ['), pl.col("reads").fill_null(""), pl.lit('], "shares": ['),
+                           pl.col("shares"), pl.lit("]}")])))
     t = lap("stage_bills", t)
-    lines = rated.lines.join(bills.select("row", "bill_id", "reads", "shares"), on="row", how="inner")
-    is_app = pl.col("source").str.contains('"apportioned"', literal=True) & pl.col("shares").is_not_null()
-    lines = lines.select(
-        "bill_id", "line_no", "component", "tier", "quantity", "unit_price", "price_scale", "amount", "tax",
-        "tariff_version",
-        source=pl.concat_str([pl.col("source").str.head(-1), pl.lit(', "reads": ['), pl.col("reads").fill_null(""),
-                              pl.lit("]"),
-                              pl.when(is_app).then(pl.concat_str([pl.lit(', "shares": ['), pl.col("shares"),
-                                                                  pl.lit("]")])).otherwise(pl.lit("")),
-                              pl.lit("}")]))
+    lines = rated.lines.join(bills.select("row", "bill_id"), on="row", how="inner")
+    keys = (lines.select("component", "tariff_version", "source").unique(maintain_order=True)
+            .with_row_index("key", offset=1).with_columns(pl.col("key").cast(pl.Int32)))
+    lines = lines.join(keys, on=["component", "tariff_version", "source"], how="left").select(
+        "bill_id", "line_no", "key", pl.col("tier").fill_null(0), "quantity", "unit_price", "price_scale", "amount",
+        "tax")
     t = lap("lines", t)
+    copy_in(conn, "ml_line_key", keys.select(
+        pl.col("key").alias("id"), "component", "tariff_version", "source",
+        apportioned=pl.col("source").str.contains('"apportioned"', literal=True)))
     copy_in(conn, "ml_line", lines)
+    conn.execute("ANALYZE ml_bill")
+    conn.execute("ANALYZE ml_line_key")
     t = lap("stage_lines", t)
     conn.execute(
         """INSERT INTO bill (id, company_id, run_id, account_id, period, period_start, period_end, consumption,
@@ -699,11 +756,14 @@ def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id:
            SELECT id, %s, %s, account_id, %s, %s, %s, consumption, amount, tax, total, %s, estimated FROM ml_bill""",
         [company_id, run_id, period, p_start, p_end, due])
     t = lap("insert_bills", t)
+    # a line's source: the rating's, its bill's reads and, on apportioned lines, the shares
     conn.execute(
         """INSERT INTO bill_line (bill_id, line_no, company_id, component, tier, quantity, unit_price, price_scale,
                                   amount, tax, tariff_version, source)
-           SELECT bill_id, line_no, %s, component, tier, quantity, unit_price, price_scale, amount, tax,
-                  tariff_version, source::jsonb FROM ml_line""", [company_id])
+           SELECT l.bill_id, l.line_no, %s, k.component, nullif(l.tier, 0), l.quantity, l.unit_price, l.price_scale,
+                  l.amount, l.tax, k.tariff_version,
+                  k.source || CASE WHEN k.apportioned AND b.app IS NOT NULL THEN b.app ELSE b.reads END
+             FROM ml_line l JOIN ml_line_key k ON k.id = l.key JOIN ml_bill b ON b.id = l.bill_id""", [company_id])
     t = lap("insert_lines", t)
     billed = m.join(bills.select(pl.col("row").alias("account_id"), "bill_id"), on="account_id", how="inner")
     _write_period_reads(conn, company_id, run_id, period, billed)

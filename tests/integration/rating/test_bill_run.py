@@ -5,14 +5,17 @@ from __future__ import annotations
 import datetime as dt
 from typing import Iterator
 
+import polars as pl
 import psycopg
 import pytest
 
 from meterline.ledger import balances
-from meterline.rating.run import BillingError, bill_run
+from meterline.config.settings import BillingSettings
+from meterline.rating.frames import query_frame
+from meterline.rating.run import BillingError, bill_run, local_midnight, meter_reads
 from meterline.store.consumption import Kind
 from meterline.store.db import Database
-from tests.integration.rating.billkit import Utility, november, october, scoped_db, tariffs
+from tests.integration.rating.billkit import DEC_START, Utility, november, october, scoped_db, tariffs
 
 TABLES = ("billing_run", "bill", "bill_line", "journal_entry", "posting", "receivable_item", "meter_period_read",
           "apportionment", "apportionment_share", "billing_run_skip", "alert", "alert_event")
@@ -242,6 +245,15 @@ def test_references_are_checked_per_statement(conn: psycopg.Connection, util: Ut
                             closing_estimated, consumption, kind)
                         VALUES (%s, '2026-12', %s, %s, %s, %s, 'read', now(), 0, false, now(), 0, false, 0, 0)""",
                      [util.meters["M1"], util.company_id, run_id, account + 1, bill_id])
+    master, period = conn.execute("SELECT master_meter_id, period FROM apportionment LIMIT 1").fetchone()
+    share = """INSERT INTO apportionment_share (master_meter_id, period, account_id, company_id, via_meter_id, weight,
+                                                share) VALUES (%s, %s, %s, %s, %s, 1, 0)"""
+    for args in ([master, "2026-12", account, util.company_id, master],          # no such apportionment
+                 [master, period, -1, util.company_id, master],                         # no such account
+                 [master, period, account, other.company_id, master],          # another company
+                 [master, period, account, util.company_id, -1]):              # no such meter
+        with pytest.raises(psycopg.errors.ForeignKeyViolation, match="apportionment share"):
+            conn.execute(share, args)
 
 
 def test_bills_and_what_they_reference_are_never_deleted(conn: psycopg.Connection, util: Utility,
@@ -264,3 +276,26 @@ def test_bills_and_what_they_reference_are_never_deleted(conn: psycopg.Connectio
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             c.execute("UPDATE bill_line SET amount = amount + 1 WHERE bill_id = %s", [bill_id])
     assert conn.execute("SELECT count(*) FROM bill WHERE id = %s", [bill_id]).fetchone()[0] == 1
+
+
+def test_reads_probed_per_meter_equal_the_range_scan(conn: psycopg.Connection, util: Utility, app_db: Database) -> None:
+    """The two ways meter_reads finds reads (per-meter probes for the scattered meters of the
+    trees, a scan of the id range for a shard of books) give the same rows, previous reads too."""
+    run(app_db, util)
+    november(util)
+    # reads on either side of the period's end: the one at the boundary is the closing read
+    util.read("M1", DEC_START - dt.timedelta(days=1), 119_000)
+    util.read("M1", DEC_START + dt.timedelta(days=2), 121_000)
+    util.read("H4", DEC_START + dt.timedelta(hours=3), 70_100)
+    with app_db.connection(company_id=util.company_id) as c, c.transaction(force_rollback=True):
+        meters = query_frame(c, "SELECT id AS meter_id, quantity, register_modulus AS modulus, multiplier FROM meter",
+                             None, {"meter_id": pl.Int64, "quantity": pl.Int16, "modulus": pl.Int64,
+                                    "multiplier": pl.Int64})
+        start_b, end_b = local_midnight(dt.date(2026, 11, 1), "Asia/Shanghai"), local_midnight(dt.date(2026, 12, 1), "Asia/Shanghai")
+        got = [meter_reads(c, meters, "2026-11", start_b, end_b, BillingSettings(), probe=p).sort("meter_id")
+               for p in (True, False)]
+    assert got[0].height == meters.height and got[0]["has_close"].sum() >= 10
+    assert got[0]["open_basis"].drop_nulls().to_list().count(0) >= 10   # opened at October's closing reads
+    close = dict(got[0].select("meter_id", "close_value").iter_rows())
+    assert close[util.meters["M1"]] == 120_000 and close[util.meters["H4"]] == 70_000
+    assert got[0].equals(got[1])
