@@ -20,8 +20,9 @@ def _yuan(fen4: int) -> str:
 
 @st.composite
 def tariff_toml(draw, tid: str = "t", *, versions: int | None = None, heating: bool | None = None,
-                basis: str | None = None) -> str:
-    """A random, valid tariff file."""
+                basis: str | None = None, rising: bool = False) -> str:
+    """A random, valid tariff file (``rising``: every tiered price at least the one before, a
+    block tariff 阶梯 as utilities publish them)."""
     nver = versions if versions is not None else draw(st.integers(1, 2))
     rounding = draw(st.sampled_from(["half_up", "half_even", "down", "up"]))
     tax_rounding = draw(st.sampled_from(["line", "bill"]))
@@ -44,6 +45,8 @@ def tariff_toml(draw, tid: str = "t", *, versions: int | None = None, heating: b
             if draw(st.booleans()):
                 tiered = True
                 prices = [draw(st.integers(0, 20_000_000)) for _ in range(nthr + 1)]
+                if rising:
+                    prices.sort()
                 out.append("prices = [" + ", ".join(f'"{_yuan(p)}"' for p in prices) + "]")
             else:
                 out.append(f'price = "{_yuan(draw(st.integers(0, 20_000_000)))}"')

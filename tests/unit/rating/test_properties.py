@@ -69,10 +69,28 @@ def _min_tax_le_components(text: str) -> bool:
     return True
 
 
+def _split_into_annual(lines: pl.DataFrame, book: TariffBook) -> int:
+    """Tier lines of the later parts of a bill split across versions whose later part has annual
+    tiers (0 when the bill is not such a split)."""
+    versions = lines["tariff_version"].unique(maintain_order=True).to_list()
+    if len(versions) < 2:
+        return 0
+    annual = {f"{v.tariff_id}@{v.effective.isoformat()}" for v in book.get("t").versions if v.basis == "annual"}
+    later = set(versions[1:]) & annual
+    return lines.filter(pl.col("tariff_version").is_in(list(later))).height
+
+
 @SETTINGS
 @given(st.data())
 def test_charges_never_decrease_as_volume_rises(data) -> None:
-    text = data.draw(tariff_toml("t"))
+    """More volume never costs less, for block tariffs (阶梯: a tier's price is never below the
+    tier before it; with a falling block, an annual tier's cheaper upper block is reached sooner).
+
+    One exception, bounded: when a bill is split across versions and a later part has annual
+    tiers, the earlier part's extra litres count in that part's year-to-date and move a few of
+    its litres one tier up; those lines are each rounded once, so the rounded amount may fall by
+    at most one fen per tier line of the later part (the exact charge never falls)."""
+    text = data.draw(tariff_toml("t", rising=True))
     book = TariffBook.from_texts({"t.toml": text})
     row = data.draw(bill_row("t"))
     more = data.draw(st.integers(1, 300_000))
@@ -80,9 +98,10 @@ def test_charges_never_decrease_as_volume_rises(data) -> None:
     rated = rate(book, frame(rows), on_error="collect")
     assume(rated.errors.height == 0)
     low, high = rated.bills.sort("row").to_dicts()
-    assert high["amount"] >= low["amount"]
+    slack = _split_into_annual(rated.lines.filter(pl.col("row") == 0), book)
+    assert high["amount"] >= low["amount"] - slack
     if _min_tax_le_components(text):  # sample minimums here carry no tax; see the module docstring
-        assert high["total"] >= low["total"]
+        assert high["total"] >= low["total"] - 2 * slack
 
 
 TIERED = """
