@@ -27,7 +27,7 @@ import psycopg
 from meterline.ledger import chart
 from meterline.ledger.allocation import LOCK_ACCOUNTS_SQL, LOCK_ITEMS_SQL
 from meterline.ledger.errors import LedgerError, NothingToDo
-from meterline.ledger.journal import Posting, company_info, entry_postings, open_day, post_entry
+from meterline.ledger.journal import CompanyInfo, Posting, company_info, entry_postings, open_day, post_entry
 from meterline.ledger.policy import AllocationPolicy
 from meterline.ledger.prepaid import apply_prepaid
 
@@ -152,7 +152,7 @@ def post_bills_detail(conn: psycopg.Connection, company_id: int, run_id: int, *,
             conn.execute("SELECT set_config('jit', %s, true), set_config('work_mem', %s, true)", saved)
 
 
-def _post_bills(conn: psycopg.Connection, company, company_id: int, run_id: int, bills: str, params: dict,
+def _post_bills(conn: psycopg.Connection, company: CompanyInfo, company_id: int, run_id: int, bills: str, params: dict,
                 day: dt.date | None, policy: AllocationPolicy | None, created_by: str | None) -> BillPostResult:
     params["day"] = open_day(conn, company_id, day or company.today())
     n, total, accounts, bad = conn.execute(_post(bills), params, prepare=False).fetchone()
