@@ -9,7 +9,7 @@ In one statement it posts one entry per bill of the run that has none yet:
 
 and opens the bill's receivable item (due on ``bill.due_date``). A bill whose total is negative
 (a credit) is posted to ``PREPAID:<account>`` instead of AR. Bills whose lines do not add up to
-``bill.amount`` are refused, all named, and nothing is written. Re-running posts nothing
+``bill.amount`` are refused, all named, before anything is written. Re-running posts nothing
 new (``journal_entry.idempotency_key = 'bill:<bill id>'``). Then the prepaid credit of the
 accounts just billed is applied to what they owe.
 
@@ -64,32 +64,25 @@ SELECT EXISTS (SELECT 1 FROM journal_entry e
 """
 
 
-def _post(bills: str) -> str:
-    """One statement: the run's bills are read once, their lines summed once per component; if
-    any bill's lines do not add up to its amount, nothing is numbered (so nothing is written) and
-    the first 20 of them are returned instead."""
+def _mismatched(bills: str) -> str:
     return f"""
-WITH bills AS MATERIALIZED ({bills}),
-sums AS MATERIALIZED (
-    SELECT l.bill_id, l.component, sum(l.amount)::bigint AS amount
-      FROM bills b JOIN bill_line l ON l.bill_id = b.id AND l.bill_id BETWEEN %(lo)s AND %(hi)s
-     GROUP BY 1, 2
-),
-bad AS MATERIALIZED (
-    SELECT b.id, b.amount, coalesce(sum(s.amount), 0)::bigint AS lines
-      FROM bills b LEFT JOIN sums s ON s.bill_id = b.id
-     GROUP BY b.id, b.amount HAVING b.amount <> coalesce(sum(s.amount), 0)
-),
-numbered AS MATERIALIZED (
-    SELECT b.*, nextval('journal_entry_id_seq') AS entry_id FROM bills b WHERE NOT EXISTS (SELECT 1 FROM bad)
-),
-codes AS MATERIALIZED (   -- the component's code computed once per distinct component
-    SELECT component, 'REV:' || {_COMPONENT_SQL.format(c="component")} AS code FROM (SELECT DISTINCT component FROM sums) d
+SELECT u.id, u.amount, coalesce(sum(l.amount), 0)::bigint
+  FROM ({bills}) u LEFT JOIN bill_line l ON l.bill_id = u.id AND l.bill_id BETWEEN %(lo)s AND %(hi)s
+ GROUP BY u.id, u.amount
+HAVING u.amount <> coalesce(sum(l.amount), 0)
+ ORDER BY u.id LIMIT 20
+"""
+
+
+def _post(bills: str) -> str:
+    return f"""
+WITH numbered AS MATERIALIZED (
+    SELECT u.*, nextval('journal_entry_id_seq') AS entry_id FROM ({bills}) u
 ),
 lines AS MATERIALIZED (
-    SELECT n.entry_id, k.code, -sum(s.amount)::bigint AS amount
-      FROM numbered n JOIN sums s ON s.bill_id = n.id JOIN codes k ON k.component = s.component
-     GROUP BY 1, 2 HAVING sum(s.amount) <> 0
+    SELECT n.entry_id, 'REV:' || {_COMPONENT_SQL.format(c="l.component")} AS code, -sum(l.amount)::bigint AS amount
+      FROM numbered n JOIN bill_line l ON l.bill_id = n.id AND l.bill_id BETWEEN %(lo)s AND %(hi)s
+     GROUP BY 1, 2 HAVING sum(l.amount) <> 0
 ),
 je AS (
     INSERT INTO journal_entry (id, company_id, booked_on, kind, ref_type, ref_id, idempotency_key, created_by, memo)
@@ -111,10 +104,7 @@ ri AS (
     INSERT INTO receivable_item (company_id, account_id, kind, bill_id, entry_id, amount, due_date)
     SELECT %(company)s, account_id, 'bill', id, entry_id, total, due_date FROM numbered WHERE total > 0
 )
-SELECT count(*), coalesce(sum(total), 0)::bigint, coalesce(array_agg(DISTINCT account_id), '{{}}'),
-       (SELECT coalesce(array_agg(ARRAY[id, amount, lines] ORDER BY id), '{{}}')
-          FROM (SELECT * FROM bad ORDER BY id LIMIT 20) f)
-  FROM numbered
+SELECT count(*), coalesce(sum(total), 0)::bigint, coalesce(array_agg(DISTINCT account_id), '{{}}') FROM numbered
 """
 
 
@@ -154,11 +144,12 @@ def post_bills_detail(conn: psycopg.Connection, company_id: int, run_id: int, *,
 
 def _post_bills(conn: psycopg.Connection, company: CompanyInfo, company_id: int, run_id: int, bills: str, params: dict,
                 day: dt.date | None, policy: AllocationPolicy | None, created_by: str | None) -> BillPostResult:
-    params["day"] = open_day(conn, company_id, day or company.today())
-    n, total, accounts, bad = conn.execute(_post(bills), params, prepare=False).fetchone()
+    bad = conn.execute(_mismatched(bills), params).fetchall()
     if bad:
         listed = ", ".join(f"bill {b} amount {a} but lines sum to {s}" for b, a, s in bad)
         raise LedgerError(f"billing run {run_id}: bills whose lines do not add up, nothing posted: {listed}")
+    params["day"] = open_day(conn, company_id, day or company.today())
+    n, total, accounts = conn.execute(_post(bills), params, prepare=False).fetchone()
     applied = apply_prepaid(conn, company_id, accounts, day=params["day"], policy=policy,
                             created_by=created_by) if n else None
     log.info("billing run %s: %d bill(s) posted, %d minor units", run_id, n, total)
