@@ -51,6 +51,28 @@ def test_post_bills_contract(conn: psycopg.Connection) -> None:
     assert balances.check(conn, c).ok
 
 
+def test_a_run_posted_in_part_posts_only_its_new_bills(conn: psycopg.Connection) -> None:
+    # the first posting takes the path for a run none of whose bills is posted; the second must
+    # find the posted ones bill by bill (a posted bill of another run lies inside its id range)
+    c = new_company(conn)
+    a1, a2, a3 = make_accounts(conn, c, 3)
+    run = make_run(conn, c)
+    add_bill(conn, c, run, a1, [("water", 1000, 0)], dt.date(2026, 2, 1))
+    other = make_run(conn, c)
+    add_bill(conn, c, other, a3, [("water", 700, 0)], dt.date(2026, 2, 1))
+    with conn.transaction():
+        assert post_bills(conn, c, run, day=JAN) == 1
+        assert post_bills(conn, c, run, day=JAN) == 0  # again in the same transaction
+    add_bill(conn, c, run, a2, [("water", 300, 0), ("sewage", 200, 0)], dt.date(2026, 2, 1))
+    with conn.transaction():
+        assert post_bills(conn, c, other, day=JAN) == 1
+        assert post_bills(conn, c, run, day=JAN) == 1
+    assert balance(conn, c, f"AR:{a1}") == 1000 and balance(conn, c, f"AR:{a2}") == 500
+    assert balance(conn, c, f"AR:{a3}") == 700 and balance(conn, c, "REV:water") == -2000
+    assert conn.execute("SELECT count(*) FROM receivable_item WHERE company_id = %s", [c]).fetchone()[0] == 3
+    assert balances.check(conn, c).ok
+
+
 def test_bills_whose_lines_do_not_add_up_are_refused_all_named(conn: psycopg.Connection) -> None:
     c = new_company(conn)
     a1, a2 = make_accounts(conn, c, 2)
