@@ -2,7 +2,7 @@
 
     python benchmarks/bench_decode.py [--frames 1000000] [--baseline-frames 50000] [--repeat 3]
 
-Frames: the 50 libmbus test frames (``../shared/corpora/mbus-libmbus/test-frames``) repeated to
+Frames: the 50 libmbus test frames (``tests/corpora/mbus-libmbus/test-frames``) repeated to
 ``--frames``. Figures (median of ``--repeat`` runs):
 
 * ``decode_response`` over all ``--frames`` (frame checks, header, every record with its exact
@@ -25,7 +25,7 @@ from _common import median_rate  # noqa: E402
 
 from meterline.protocols.mbus.frame import decode_response, parse_hex  # noqa: E402
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "mbus-libmbus" / "test-frames"
+CORPUS = Path(__file__).resolve().parents[1] / "tests" / "corpora" / "mbus-libmbus" / "test-frames"
 
 
 def repeat_to(frames: list[bytes], n: int) -> list[bytes]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -18,8 +17,9 @@ from meterline.ingest.sources.base import Sink
 from meterline.ingest.writer import BatchingWriter
 from meterline.protocols.mbus import frame as mbus
 from meterline.ingest.fieldsim.mbus import SimBus, SimSlave
+from tests.corpora import LIBMBUS
 
-CORPUS = Path(__file__).resolve().parents[3].parent / "shared" / "corpora" / "mbus-libmbus"
+CORPUS = LIBMBUS
 
 
 def corpus_frame(name: str, folder: str = "test-frames") -> bytes:

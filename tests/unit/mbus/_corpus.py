@@ -1,13 +1,10 @@
-"""Where the shared conformance corpora are (``<repo root>/../shared/corpora``)."""
+"""The M-Bus and wM-Bus corpora (copied into ``tests/corpora``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
-CORPORA = ROOT.parent / "shared" / "corpora"
-LIBMBUS = CORPORA / "mbus-libmbus"
-WMBUS = CORPORA / "wmbus"
+from tests.corpora import CORPORA, LIBMBUS, WMBUS  # noqa: F401  (re-exported)
 
 
 def read_hex(path: Path) -> str:

@@ -3,15 +3,15 @@
 import datetime as dt
 import json
 import math
-from pathlib import Path
 
 import pytest
 
 from meterline.errors import ConfigError
 from meterline.protocols.lorawan import codecs
 from meterline.protocols.lorawan.codecs import CodecError, layout
+from tests.corpora import LORAWAN
 
-CORPUS = Path(__file__).resolve().parents[3] / ".." / "shared" / "corpora" / "lorawan" / "device-codecs" / "vectors.json"
+CORPUS = LORAWAN / "device-codecs" / "vectors.json"
 UTC = dt.timezone.utc
 LAYOUT_FILES = sorted(codecs.LAYOUTS.glob("*.toml"))
 

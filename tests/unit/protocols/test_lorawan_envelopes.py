@@ -3,15 +3,15 @@
 import base64
 import datetime as dt
 import json
-from pathlib import Path
 
 import pytest
 
 from meterline.ingest.model import Source
 from meterline.protocols.lorawan import UplinkError, chirpstack, to_readings, tts
 from meterline.protocols.lorawan.codecs import Register
+from tests.corpora import LORAWAN
 
-CORPORA = Path(__file__).resolve().parents[3] / ".." / "shared" / "corpora" / "lorawan"
+CORPORA = LORAWAN
 UTC = dt.timezone.utc
 
 

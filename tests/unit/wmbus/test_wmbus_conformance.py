@@ -1,6 +1,6 @@
 """Wireless M-Bus conformance against wmbusmeters' driver test telegrams (test data only).
 
-The corpus (``../shared/corpora/wmbus/wmbusmeters_water_heat_gas.json``) has 34 water, heat
+The corpus (``tests/corpora/wmbus/wmbusmeters_water_heat_gas.json``) has 34 water, heat
 and gas cases. We support the ones whose billing registers are standard EN 13757-3 records:
 the expected ``total_m3`` / ``total_volume_m3`` / ``volume_m3`` (→ litres) and
 ``total_energy_consumption_kwh`` / ``total_kwh`` / ``heat_kwh`` (→ Wh) must equal our
