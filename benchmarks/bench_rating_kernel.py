@@ -79,7 +79,7 @@ def kernel_inputs(book: TariffBook, d: dict[str, np.ndarray]) -> tuple[tuple, tu
     segs = (np.arange(n, dtype=np.int64), np.arange(n, dtype=np.int64), part,
             d["volume"], empty, empty, d["hh"].astype(np.int16), d["dw"].astype(np.int16), empty, empty,
             empty,
-            p_cb, p_ca, np.full(k, 31, dtype=np.int64), ones, ones, ones, p_cb, p_ca, ones)
+            p_cb, p_ca, np.full(k, 31, dtype=np.int64), ones, ones, ones, p_cb, p_ca, ones, np.zeros(k, dtype=np.int64))
     d["cb"], d["ca"] = p_cb[part], p_ca[part]
     return params, segs
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import re
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -10,6 +11,7 @@ from rich.table import Table
 
 from meterline.cli._base import Command, Context
 from meterline.errors import MeterlineError
+from meterline.rating import heating
 from meterline.rating.explain import explain_bill, render
 from meterline.rating.run import BillRunResult, bill_run
 from meterline.rating.tariff import load_book
@@ -29,6 +31,18 @@ def configure(p: argparse.ArgumentParser) -> None:
     r.add_argument("--dry-run", action="store_true", help="write nothing; show the difference against what is billed")
     e = sub.add_parser("explain", help="how a bill came about: reads, consumption, apportionment, lines")
     e.add_argument("bill", type=int, help="bill id")
+    h = sub.add_parser("heating", help="heating stopped / resumed for an account (area-based heating: heated days only)")
+    hs = h.add_subparsers(dest="heating", metavar="WHAT", required=True)
+    st = hs.add_parser("stop", help="heating of an account stops on a day (its first unheated day)")
+    st.add_argument("account", help="account code")
+    st.add_argument("--on", required=True, type=dt.date.fromisoformat, metavar="YYYY-MM-DD")
+    st.add_argument("--resume", type=dt.date.fromisoformat, metavar="YYYY-MM-DD", help="first heated day again")
+    st.add_argument("--reason", required=True)
+    rs = hs.add_parser("resume", help="heating of an account resumes on a day (its first heated day again)")
+    rs.add_argument("account", help="account code")
+    rs.add_argument("--on", required=True, type=dt.date.fromisoformat, metavar="YYYY-MM-DD")
+    ls = hs.add_parser("list", help="an account's heating stops")
+    ls.add_argument("account", help="account code")
 
 
 def _summary(ctx: Context, code: str, res: BillRunResult) -> None:
@@ -100,9 +114,29 @@ def _explain(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def _heating(ctx: Context, args: argparse.Namespace) -> int:
+    company = ctx.company
+    with ctx.scoped() as conn:
+        if args.heating == "stop":
+            done = [heating.stop_heating(conn, company.id, args.account, args.on, args.reason, resume_on=args.resume,
+                                         recorded_by=ctx.login)]
+        elif args.heating == "resume":
+            done = [heating.resume_heating(conn, company.id, args.account, args.on)]
+        else:
+            done = heating.suspensions(conn, company.id, args.account)
+        conn.commit()
+    for s in done:
+        ctx.console.print(f"{args.account}: heating stopped {s.stop_on}, "
+                          f"{'resumed ' + str(s.resume_on) if s.resume_on else 'not resumed'} ({s.reason}) [#{s.id}]")
+    if not done:
+        ctx.console.print(f"{args.account}: heating never stopped")
+    return 0
+
+
 def run(ctx: Context, args: argparse.Namespace) -> int:
-    return {"run": _run, "explain": _explain}[args.action](ctx, args)
+    return {"run": _run, "explain": _explain, "heating": _heating}[args.action](ctx, args)
 
 
 COMMANDS = [Command("bill", "billing runs: bill a cycle for a period, explain a bill", run, configure,
-                    permission={"run": "billing.run", "explain": "billing.explain"})]
+                    permission=lambda a: {"run": "billing.run", "explain": "billing.explain"}.get(
+                        a.action, "billing.read" if getattr(a, "heating", None) == "list" else "registry.write"))]

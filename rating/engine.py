@@ -16,7 +16,10 @@ contract's):
   those of the whole period under one version. Fixed and minimum charges are split by
   cumulative rounding of ``price * months * days`` (the parts sum to the whole charge).
 * Annual cumulative tiers: thresholds are per tariff year and not prorated; a later part of a
-  split period starts where the earlier part ended (``ytd`` + its volume).
+  split period starts where the earlier part ended (``ytd`` + its volume). A period that
+  crosses the tariff's ``year_start`` is split there too (like a version change, by days with
+  cumulative floors): the part in the new year starts from zero (``ytd`` belongs to the year
+  the period started in); its lines' source names ``tier_year_from``.
 * Heating (area-based): ``quantity`` = ``area_cm2``, ``unit_price`` = price per m² per season;
   amount = ``area × price × heated days / season days`` (one rounding); heated days are the
   period's days in the season less the days from ``heating_stop`` to the day before
@@ -160,7 +163,7 @@ def rate(book: TariffBook, frame: pl.DataFrame, *, company: str | None = None,
     gidx, groups = _group_index(keys)
     reg = _Versions()
     gs: dict[str, list] = {k: [] for k in ("version", "from", "to", "cb", "ca", "days", "months", "mult", "div",
-                                            "tcb", "tca", "sfrom", "sto", "sdays")}
+                                            "tcb", "tca", "sfrom", "sto", "sdays", "ycb", "year")}
     g_nseg = np.zeros(len(groups), dtype=np.int64)
     g_rule = np.zeros(len(groups), dtype=np.int64)
     g_taxbill = np.zeros(len(groups), dtype=np.int64)
@@ -174,7 +177,7 @@ def rate(book: TariffBook, frame: pl.DataFrame, *, company: str | None = None,
             if end < start:
                 raise RatingError(f"period end {end} is before its start {start}", tid)
             tariff = book.get(tid, company)
-            parts = tariff.versions_between(start, end)
+            parts = tariff.rating_parts(start, end)
         except RatingError as exc:
             g_error.append(exc.reason)
             continue
@@ -184,10 +187,13 @@ def rate(book: TariffBook, frame: pl.DataFrame, *, company: str | None = None,
         g_taxbill[g] = 1 if tariff.tax_rounding == "bill" else 0
         reason = None
         before = 0
-        for version, p_from, p_to in parts:
+        for version, p_from, p_to, year_from in parts:
             pdays = (p_to - p_from).days + 1
             cb, ca = before, before + pdays
             before = ca
+            # annual tiers: a tariff year that began inside the period starts from zero there
+            gs["ycb"].append((year_from - start).days if year_from is not None and year_from > start else 0)
+            gs["year"].append(_day(year_from) if year_from is not None else -1)
             gs["version"].append(reg.index(tariff, version))
             gs["from"].append(_day(p_from))
             gs["to"].append(_day(p_to))
@@ -309,7 +315,7 @@ def rate(book: TariffBook, frame: pl.DataFrame, *, company: str | None = None,
     seg_heat = empty
     if any(v.heating is not None for v in reg.versions):
         seg_heat = _heated_days(df, seg_row, gsa["sfrom"][seg_gs], gsa["sto"][seg_gs])
-    part_in = [gsa[k] for k in ("cb", "ca", "days", "months", "mult", "div", "tcb", "tca", "sdays")]
+    part_in = [gsa[k] for k in ("cb", "ca", "days", "months", "mult", "div", "tcb", "tca", "sdays", "ycb")]
     if not part_in[0].size:
         part_in = [np.zeros(1, dtype=np.int64)] * len(part_in)
 
@@ -463,6 +469,8 @@ def _lines_frame(reg, gsa, row_key, seg_row, seg_gs, seg_heat, out_seg, out_comp
         base = {"version": labels[g], "from": _from_day(gsa["from"][g]).isoformat(),
                 "to": _from_day(gsa["to"][g]).isoformat(), "days": int(gsa["ca"][g] - gsa["cb"][g]),
                 "period_days": int(gsa["days"][g]), "months": int(gsa["months"][g])}
+        if gsa["year"][g] >= 0:  # annual tiers: the tariff year the part's volume counts in
+            base["tier_year_from"] = _from_day(gsa["year"][g]).isoformat()
         for kind in kernels.KINDS:
             sources.append(json.dumps({"kind": kind, **base}, separators=(",", ":")))
     key = line_gs * nk + out_kind

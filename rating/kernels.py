@@ -13,7 +13,9 @@ Conventions of :func:`rate_segments` (one *segment* = one bill, or the part of a
 tariff version):
 
 * a component's tier quantities are the overlap of ``[lo, lo + volume)`` with the tiers, where
-  ``lo`` is 0 for per-period tiers and the year-to-date volume for annual tiers, and the
+  ``lo`` is 0 for per-period tiers and, for annual tiers, the year-to-date volume plus the
+  period's volume before the part (from the part's tariff year start when that year began inside
+  the period, ``p_ycb`` days in: then the year to date is not added), and the
   thresholds are ``T_j' = (T_j + max(0, hh - base) * per_person_j + (hh >= min) * raise_j) *
   dwellings`` (never below the threshold before it), then scaled for the segment by cumulative floors:
   ``floor(T' * mult * tca / (days * div)) - floor(T' * mult * tcb / (days * div))`` (so the parts
@@ -97,7 +99,7 @@ def rate_segments(write,
                   # per segment (empty: 0)
                   heat_days,
                   # per part (a (tariff, period) group's part under one version; small)
-                  p_cb, p_ca, p_days, p_months, p_mult, p_div, p_tcb, p_tca, p_sdays,
+                  p_cb, p_ca, p_days, p_months, p_mult, p_div, p_tcb, p_tca, p_sdays, p_ycb,
                   # output, indexed by global segment id
                   counts, offsets,
                   out_seg, out_comp, out_tier, out_qty, out_price, out_amt, out_ppm, out_kind):
@@ -134,7 +136,11 @@ def rate_segments(write,
                 a = (a * ca) // days - (a * cb) // days
         base_lo = 0
         if basis == 1:
-            base_lo = before + (ytd[r] if has_ytd else 0)
+            ycb = p_ycb[g]
+            if ycb > 0:  # the tariff year began inside the period, ycb days in: count from there
+                base_lo = before - (vol * ycb) // days
+            else:
+                base_lo = before + (ytd[r] if has_ytd else 0)
         h = np.int64(hh[r])
         extra = h - hh_base if hh_base > 0 and h > hh_base else 0
         big = 1 if hh_min > 0 and h >= hh_min else 0

@@ -82,6 +82,7 @@ SKIP_REASONS = {
     "installation_history": "the meter's installation history has a removed device without a final register",
     "billed_in_other_run": "already billed for this period by another run",
     "tariff": "the tariff cannot rate this account",
+    "heating_suspensions": "heating was stopped more than once in the period: bill the parts as separate periods",
 }
 
 Progress = Callable[[str, int, int], None]
@@ -376,6 +377,14 @@ SELECT m.id AS meter_id, coalesce(m.parent_meter_id, -1) AS parent, coalesce(m.a
 _TREE_SCHEMA = {"meter_id": pl.Int64, "parent": pl.Int64, "account_id": pl.Int64, "policy": pl.Int8,
                 "quantity": pl.Int16, "modulus": pl.Int64, "multiplier": pl.Int64, "area": pl.Int64}
 
+# heating stopped (and resumed) per account, overlapping the period (few rows: read once per run)
+_SUSPENSIONS = """
+SELECT account_id, stop_on AS heating_stop, resume_on AS heating_resume, count(*) OVER (PARTITION BY account_id) AS n
+  FROM heating_suspension
+ WHERE company_id = %(company)s AND stop_on <= %(end)s AND (resume_on IS NULL OR resume_on > %(start)s)"""
+
+_SUSPENSION_SCHEMA = {"account_id": pl.Int64, "heating_stop": pl.Date, "heating_resume": pl.Date, "n": pl.Int64}
+
 _METERS = """
 SELECT m.id AS meter_id, m.account_id, m.quantity, m.register_modulus AS modulus, m.multiplier
   FROM meter m JOIN account a ON a.id = m.account_id
@@ -385,11 +394,15 @@ _METER_SCHEMA = {"meter_id": pl.Int64, "account_id": pl.Int64, "quantity": pl.In
                  "multiplier": pl.Int64}
 
 _YTD = """
-SELECT p.account_id, sum(p.consumption)::bigint AS ytd
-  FROM meter_period_read p JOIN bill b ON b.id = p.bill_id
-  JOIN unnest(%(accounts)s::bigint[], %(year_start)s::date[]) AS u(account_id, year_start) ON u.account_id = p.account_id
- WHERE b.status = 'issued' AND p.period < %(period)s AND b.period_start >= u.year_start
- GROUP BY p.account_id"""
+SELECT x.account_id, sum(x.vol - (x.vol * x.before) / x.days)::bigint AS ytd
+  FROM (SELECT p.account_id, sum(p.consumption) AS vol, greatest(0, u.year_start - b.period_start) AS before,
+               b.period_end - b.period_start + 1 AS days
+          FROM meter_period_read p JOIN bill b ON b.id = p.bill_id
+          JOIN unnest(%(accounts)s::bigint[], %(year_start)s::date[]) AS u(account_id, year_start)
+            ON u.account_id = p.account_id
+         WHERE b.status = 'issued' AND p.period < %(period)s AND b.period_end >= u.year_start
+         GROUP BY p.account_id, b.id, b.period_start, b.period_end, u.year_start) x
+ GROUP BY x.account_id"""
 
 
 def _roots(meter_id: np.ndarray, parent: np.ndarray) -> np.ndarray:
@@ -477,6 +490,9 @@ def bill_run(conn: psycopg.Connection, company_id: int, cycle: str, period: str,
                                     dry_run)
         t = lap("apportionment", t)
 
+        suspensions = query_frame(conn, _SUSPENSIONS, {"company": company_id, "start": p_start, "end": p_end},
+                                  _SUSPENSION_SCHEMA)
+
         # -- shards of whole books ------------------------------------------------------------
         sizes = accounts.group_by("book_id", maintain_order=True).len()
         shards: list[list[int]] = [[]]
@@ -493,7 +509,7 @@ def bill_run(conn: psycopg.Connection, company_id: int, cycle: str, period: str,
                 continue
             part = accounts.filter(pl.col("book_id").is_in(shard))
             _shard(conn, company_id, company_code, run_id, part, shard, period, p_start, p_end, due, start_b, end_b, shares,
-                   master_ids, tariffs, settings, result, dry_run, lap)
+                   master_ids, suspensions, tariffs, settings, result, dry_run, lap)
             done += part.height
             report("billing", done, accounts.height)
 
@@ -632,7 +648,8 @@ def _iso(col: str) -> pl.Expr:
 
 def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id: int | None, accounts: pl.DataFrame, book_ids: list[int],
            period: str, p_start: dt.date, p_end: dt.date, due: dt.date, start_b: dt.datetime, end_b: dt.datetime,
-           shares: pl.DataFrame, master_ids: set[int], tariffs: TariffBook, settings: BillingSettings,
+           shares: pl.DataFrame, master_ids: set[int], suspensions: pl.DataFrame, tariffs: TariffBook,
+           settings: BillingSettings,
            result: BillRunResult, dry_run: bool, lap: Callable[[str, float], float]) -> None:
     t = time.perf_counter()
     meters = query_frame(conn, _METERS, {"books": book_ids}, _METER_SCHEMA).join(
@@ -654,8 +671,9 @@ def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id:
         reads=pl.format("[{},\"{}\",\"{}\",{}]", "meter_id", _iso("open_ts"), _iso("close_ts"),
                         pl.col("close_est").cast(pl.Utf8).str.to_lowercase()).sort_by("meter_id").str.join(","),
     )
-    acc = accounts.join(per, on="account_id", how="left").join(shares, on="account_id", how="left").with_columns(
-        pl.col("apportioned").fill_null(0))
+    acc = (accounts.join(per, on="account_id", how="left").join(shares, on="account_id", how="left")
+           .join(suspensions.unique("account_id"), on="account_id", how="left")
+           .with_columns(pl.col("apportioned").fill_null(0)))
     reason = (pl.when(pl.col("other_run")).then(pl.lit("billed_in_other_run"))
               .when(pl.col("volume").is_null()).then(pl.lit("no_meter"))
               .when(pl.col("bad_history")).then(pl.lit("installation_history"))
@@ -663,7 +681,15 @@ def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id:
               .when(pl.col("no_open")).then(pl.lit("no_opening_read"))
               .when(pl.col("reset")).then(pl.lit("register_reset"))
               .when(pl.col("volume") < 0).then(pl.lit("negative_consumption"))
+              .when(pl.col("n").fill_null(0) > 1).then(pl.lit("heating_suspensions"))
               .otherwise(pl.lit(None, pl.Utf8)))
+    # area-based tariffs without a volume component (heating by floor area) need no meter
+    area_only = [tid for tid in accounts["tariff_id"].unique().to_list()
+                 if tid is not None and _has_tariff(tariffs, tid, company_code)
+                 and all(not v.components for v in tariffs.get(tid, company_code).versions)]
+    if area_only:
+        acc = acc.with_columns(volume=pl.when(pl.col("volume").is_null() & pl.col("tariff_id").is_in(area_only))
+                               .then(0).otherwise(pl.col("volume")))
     acc = acc.with_columns(reason=reason)
     skipped = acc.filter(pl.col("reason").is_not_null()).select("account_id", "reason")
     good = acc.filter(pl.col("reason").is_null())
@@ -682,7 +708,7 @@ def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id:
         pl.col("account_id").alias("row"), "tariff_id", pl.lit(p_start).alias("period_start"),
         pl.lit(p_end).alias("period_end"), pl.col("volume").cast(pl.Int64), pl.col("apportioned").cast(pl.Int64),
         pl.col("ytd").fill_null(0).cast(pl.Int64), "household_size", "dwellings", "meter_size", "area_cm2",
-        pl.lit(None, pl.Date).alias("heating_stop"), pl.lit(None, pl.Date).alias("heating_resume"))
+        "heating_stop", "heating_resume")
     t = lap("prepare", t)
     rated = rate(tariffs, frame, company=company_code, on_error="collect")
     t = lap("rate", t)
@@ -697,7 +723,8 @@ def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id:
     result.skips.extend(Skip(int(a), r, msg) for a, r, msg in skip_all.iter_rows())
 
     bills = (rated.bills.join(tariff_skips.select(pl.col("account_id").alias("row")), on="row", how="anti")
-             .join(good.select(pl.col("account_id").alias("row"), "estimated", "reads", "shares"), on="row"))
+             .join(good.select(pl.col("account_id").alias("row"), pl.col("estimated").fill_null(False), "reads",
+                               "shares"), on="row"))
     result.bills += bills.height
     result.consumption += int(bills["consumption"].sum() or 0)
     result.amount += int(bills["amount"].sum() or 0)

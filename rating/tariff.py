@@ -184,6 +184,26 @@ class Tariff:
         out.append((cur, cur_from, end))
         return out
 
+    def rating_parts(self, start: dt.date, end: dt.date) -> list[tuple[Version, dt.date, dt.date, dt.date | None]]:
+        """:meth:`versions_between`, with the parts of annual-tier versions also split where a
+        tariff year starts inside the period: ``(version, from, to, year_from)``, ``year_from``
+        the start of the tariff year of an annual part (None for per-period tiers)."""
+        out: list[tuple[Version, dt.date, dt.date, dt.date | None]] = []
+        for version, p_from, p_to in self.versions_between(start, end):
+            if version.basis != "annual":
+                out.append((version, p_from, p_to, None))
+                continue
+            cur = p_from
+            while True:
+                year = self.year_start_for(cur)
+                following = _month_day(year.year + 1, self.year_start)
+                if following > p_to:
+                    out.append((version, cur, p_to, year))
+                    break
+                out.append((version, cur, following - dt.timedelta(days=1), year))
+                cur = following
+        return out
+
     def year_start_for(self, day: dt.date) -> dt.date:
         candidate = _month_day(day.year, self.year_start)
         return candidate if candidate <= day else _month_day(day.year - 1, self.year_start)

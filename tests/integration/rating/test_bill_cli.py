@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import psycopg
@@ -77,3 +78,20 @@ def test_permissions_and_bad_input(util: Utility, capsys: pytest.CaptureFixture[
         assert code == 0 and "Bill 1" in out
     code, out = cli(capsys, "--user", "li", "bill", "explain", "999999")
     assert code != 0 and "does not exist" in out
+
+
+def test_heating_stop_resume_and_list(util: Utility, conn: psycopg.Connection,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    acct = f"{util.code}-A1"
+    code, out = cli(capsys, "bill", "heating", "stop", acct, "--on", "2026-12-11", "--reason", "away")
+    assert code == 0 and "heating stopped 2026-12-11, not resumed (away)" in out
+    code, out = cli(capsys, "bill", "heating", "resume", acct, "--on", "2026-12-11")
+    assert code != 0 and "is not after the stop date" in out
+    code, out = cli(capsys, "bill", "heating", "resume", acct, "--on", "2027-01-05")
+    assert code == 0 and "resumed 2027-01-05" in out
+    code, out = cli(capsys, "bill", "heating", "stop", acct, "--on", "2026-12-20", "--reason", "again")
+    assert code != 0 and "overlaps" in out
+    code, out = cli(capsys, "bill", "heating", "list", f"{util.code}-A2")
+    assert code == 0 and "heating never stopped" in out
+    assert conn.execute("SELECT stop_on, resume_on, reason FROM heating_suspension").fetchall() == [
+        (dt.date(2026, 12, 11), dt.date(2027, 1, 5), "away")]

@@ -28,7 +28,20 @@ def rate_one(book: TariffBook, row: dict, company: str | None = None) -> RefBill
     start, end = row["period_start"], row["period_end"]
     if end < start:
         raise RatingError("period end before start", tariff.id)
-    parts = tariff.versions_between(start, end)
+    parts = []
+    for version, p_from, p_to in tariff.versions_between(start, end):
+        if version.basis != "annual":
+            parts.append((version, p_from, p_to))
+            continue
+        # annual tiers restart on every day that is the start of a tariff year
+        cut = p_from
+        day = p_from + dt.timedelta(days=1)
+        while day <= p_to:
+            if tariff.year_start_for(day) == day:
+                parts.append((version, cut, day - dt.timedelta(days=1)))
+                cut = day
+            day += dt.timedelta(days=1)
+        parts.append((version, cut, p_to))
     D = (end - start).days + 1
     m = months(D)
     rule = tariff.rounding
@@ -46,7 +59,11 @@ def rate_one(book: TariffBook, row: dict, company: str | None = None) -> RefBill
         vs = V * ca // D - V * cb // D
         aps = A * ca // D - A * cb // D
         annual = version.basis == "annual"
-        lo = ytd + V * cb // D if annual else 0
+        year_from = tariff.year_start_for(p_from)
+        if annual and year_from > start:  # the year began inside the period: count from its first day
+            lo = V * cb // D - V * ((year_from - start).days) // D
+        else:
+            lo = ytd + V * cb // D if annual else 0
         part = {"version": version.label, "from": p_from, "to": p_to, "days": d}
         min_sum = 0
         for comp in version.components:

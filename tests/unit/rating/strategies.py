@@ -27,8 +27,10 @@ def tariff_toml(draw, tid: str = "t", *, versions: int | None = None, heating: b
     rounding = draw(st.sampled_from(["half_up", "half_even", "down", "up"]))
     tax_rounding = draw(st.sampled_from(["line", "bill"]))
     scaling = draw(st.sampled_from(["months", "days"]))
+    # annual tiers restart at the year start: often inside the bills' periods (DAY0 + 0..270 days)
+    year_start = draw(st.sampled_from(["01-01", "03-01", "04-15", "07-01"]))
     out = [f'id = "{tid}"', 'use_type = "residential"', f'rounding = "{rounding}"',
-           f'tax_rounding = "{tax_rounding}"', f'threshold_scaling = "{scaling}"']
+           f'tax_rounding = "{tax_rounding}"', f'threshold_scaling = "{scaling}"', f'year_start = "{year_start}"']
     dates = sorted(draw(st.lists(st.integers(0, 200), min_size=nver - 1, max_size=nver - 1, unique=True)))
     effective = [dt.date(2020, 1, 1)] + [DAY0 + dt.timedelta(days=d) for d in dates]
     for eff in effective:

@@ -97,6 +97,20 @@ def test_annual_tiers_fixed_raise_for_large_households_on_tier_one_only(book) ->
     assert r.total == 10 * 500 + 50 * 700 + 10 * 900
 
 
+def test_annual_tiers_restart_inside_a_bill_that_crosses_the_year_start(book) -> None:
+    # a bi-monthly bill 2026-12-01..2027-01-31 (62 days), 62 m³, 250 m³ already in 2026: split at
+    # 01-01 by days (31 m³ each); December continues 2026 (10 m³ to 260 in tier 2, 21 m³ in
+    # tier 3: 10 × 7 + 21 × 9 = 259.00); January starts 2027 from zero (31 m³ in tier 1: 31 × 5 =
+    # 155.00). Not restarting would price 10 m³ in tier 2 and 52 in tier 3: 538.00.
+    r = q(book, "water-residential-annual", 62, ytd=250_000, start=D(2026, 12, 1), end=D(2027, 1, 31))
+    assert lines(r) == [("water", 2, 10000, 4070), ("water", 3, 21000, 12747), ("resource_fee", None, 31000, 4867),
+                        ("sewage", None, 31000, 4216),
+                        ("water", 1, 31000, 6417), ("resource_fee", None, 31000, 4867), ("sewage", None, 31000, 4216)]
+    assert r.total == 41400
+    years = [x["source"]["tier_year_from"] for x in r.lines]
+    assert years == ["2026-01-01"] * 4 + ["2027-01-01"] * 3
+
+
 def test_annual_year_start(book) -> None:
     assert book.year_start("water-residential-annual", D(2026, 10, 5)) == D(2026, 1, 1)
     assert book.year_start("water-residential-annual", D(2026, 1, 1)) == D(2026, 1, 1)

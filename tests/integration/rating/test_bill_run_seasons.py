@@ -1,0 +1,135 @@
+"""The billing run across a tariff year start (annual tiers restart inside a bill) and with
+heating stopped and resumed (area-based heating charged for the heated days only)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Iterator
+
+import psycopg
+import pytest
+
+from meterline.config.settings import BillingSettings
+from meterline.rating import heating
+from meterline.rating.run import bill_run
+from meterline.rating.tariff import TariffBook
+from meterline.store import partitions
+from meterline.store.db import Database
+from tests.integration.rating.billkit import Utility, local, scoped_db
+
+D = dt.date
+
+# annual blocks 0–10 / 10–20 / >20 m³ per calendar year at 1 / 2 / 3 yuan; heating 24 yuan per m²
+# per season (15 November – 15 March: 121 days in 2026/27)
+TARIFFS = {
+    "water-annual.toml": '''
+id = "water-annual"
+use_type = "residential"
+year_start = "01-01"
+
+[[versions]]
+effective = "2020-01-01"
+basis = "annual"
+thresholds = ["10", "20"]
+
+[[versions.components]]
+code = "water"
+prices = ["1.00", "2.00", "3.00"]
+''',
+    "heat.toml": '''
+id = "heat"
+use_type = "residential"
+
+[[versions]]
+effective = "2020-11-15"
+
+[versions.heating]
+price = "24.00"
+season_start = "11-15"
+season_end = "03-15"
+''',
+}
+
+
+@pytest.fixture
+def app_db(db_dsn: str) -> Iterator[Database]:
+    with psycopg.connect(db_dsn, autocommit=True) as c:  # readings up to April 2027
+        partitions.ensure_months(c, [(2026, 11), (2026, 12), (2027, 1), (2027, 2), (2027, 3), (2027, 4)])
+    db = scoped_db(db_dsn)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def bill(db: Database, u: Utility, cycle: str, period: str):
+    with db.connection(company_id=u.company_id) as c:
+        res = bill_run(c, u.company_id, cycle, period, tariffs=TariffBook.from_texts(TARIFFS),
+                       settings=BillingSettings(cycle_months={"M": 1, "B": 2}), day=D(2027, 4, 2))
+        c.commit()
+    return res
+
+
+def lines(conn: psycopg.Connection, account_id: int, period: str) -> list[tuple]:
+    return conn.execute(
+        """SELECT l.component, l.tier, l.quantity, l.amount, l.source->>'tier_year_from', l.source->>'heated_days'
+             FROM bill_line l JOIN bill b ON b.id = l.bill_id
+            WHERE b.account_id = %s AND b.period = %s ORDER BY l.line_no""", [account_id, period]).fetchall()
+
+
+def test_annual_tiers_restart_inside_a_bill_and_count_its_new_year_part_later(conn: psycopg.Connection,
+                                                                               app_db: Database) -> None:
+    u = Utility.create(conn)
+    u.book("B1", cycle="B")
+    a = u.account("W1", "B1", tariff="water-annual")
+    u.meter("M1", "W1")
+    u.read("M1", local(2026, 12, 1), 0)
+    u.read("M1", local(2027, 2, 1), 62_000)     # 62 m³ over December and January (62 days)
+    u.read("M1", local(2027, 4, 1), 92_000)     # 30 m³ over February and March
+    res = bill(app_db, u, "B", "2027-01")
+    assert res.bills == 1 and res.skips == []
+    # split at 01-01 by days: 31 m³ in December (2026 from its year to date: none billed) and 31 m³
+    # in January, counted from zero again: 10 / 10 / 11 m³ in each year
+    assert lines(conn, a, "2027-01") == [
+        ("water", 1, 10_000, 1000, "2026-01-01", None), ("water", 2, 10_000, 2000, "2026-01-01", None),
+        ("water", 3, 11_000, 3300, "2026-01-01", None),
+        ("water", 1, 10_000, 1000, "2027-01-01", None), ("water", 2, 10_000, 2000, "2027-01-01", None),
+        ("water", 3, 11_000, 3300, "2027-01-01", None)]
+    # February–March: 2027 already holds January's 31 m³ (not the whole bill, not nothing): all in tier 3
+    bill(app_db, u, "B", "2027-03")
+    assert lines(conn, a, "2027-03") == [("water", 3, 30_000, 9000, "2027-01-01", None)]
+
+
+def test_heating_charged_for_the_heated_days_only(conn: psycopg.Connection, app_db: Database) -> None:
+    u = Utility.create(conn)
+    u.book("H", cycle="M")
+    full = u.account("H1", "H", tariff="heat", area_m2="100.00")
+    stopped = u.account("H2", "H", tariff="heat", area_m2="100.00")
+    resumed = u.account("H3", "H", tariff="heat", area_m2="100.00")
+    twice = u.account("H4", "H", tariff="heat", area_m2="100.00")
+    u.meter("HM1", "H1")  # a heat meter on one account: area-based accounts are billed with or without one
+    u.read("HM1", local(2026, 12, 1), 0)
+    u.read("HM1", local(2027, 1, 1), 0)
+    code = u.code
+    with app_db.connection(company_id=u.company_id) as c:
+        heating.stop_heating(c, u.company_id, f"{code}-H2", D(2026, 12, 11), "away for the winter")
+        heating.stop_heating(c, u.company_id, f"{code}-H3", D(2026, 11, 15), "new flat, not moved in")
+        heating.resume_heating(c, u.company_id, f"{code}-H3", D(2026, 12, 21))
+        heating.stop_heating(c, u.company_id, f"{code}-H4", D(2026, 12, 3), "repairs", resume_on=D(2026, 12, 5))
+        heating.stop_heating(c, u.company_id, f"{code}-H4", D(2026, 12, 20), "repairs", resume_on=D(2026, 12, 22))
+        with pytest.raises(heating.HeatingError, match="overlaps"):
+            heating.stop_heating(c, u.company_id, f"{code}-H2", D(2027, 1, 5), "again")
+        with pytest.raises(heating.HeatingError, match="not stopped"):
+            heating.resume_heating(c, u.company_id, f"{code}-H1", D(2027, 1, 5))
+        c.commit()
+    res = bill(app_db, u, "M", "2026-12")
+    # December: 31 heated days of 121 at 100 m² × 24 yuan = 2400 yuan a season
+    assert lines(conn, full, "2026-12") == [("heating", None, 10_000, 61488, None, "31")]   # 240000 × 31 / 121
+    assert lines(conn, stopped, "2026-12") == [("heating", None, 10_000, 19835, None, "10")]  # 1–10 December
+    assert lines(conn, resumed, "2026-12") == [("heating", None, 10_000, 21818, None, "11")]  # 21–31 December
+    # two stops in one period cannot be written as one stop and resume: skipped with the reason, not guessed
+    assert [(s.account_id, s.reason) for s in res.skips] == [(twice, "heating_suspensions")]
+    # the database refuses deleting a suspension
+    with pytest.raises(psycopg.Error):
+        with conn.transaction():
+            conn.execute("DELETE FROM heating_suspension WHERE account_id = %s", [stopped])
