@@ -77,7 +77,7 @@ def kernel_inputs(book: TariffBook, d: dict[str, np.ndarray]) -> tuple[tuple, tu
     ones = np.ones(k, dtype=np.int64)
     part = np.where(d["partial"], d["part"] % (k - 1) + 1, 0).astype(np.int64)
     segs = (np.arange(n, dtype=np.int64), np.arange(n, dtype=np.int64), part,
-            d["volume"], empty, empty, d["hh"].astype(np.int16), d["dw"].astype(np.int16), empty, empty,
+            d["volume"], empty, empty, d["hh"].astype(np.int16), d["dw"].astype(np.int16), empty, empty, empty,
             empty,
             p_cb, p_ca, np.full(k, 31, dtype=np.int64), ones, ones, ones, p_cb, p_ca, ones, np.zeros(k, dtype=np.int64))
     d["cb"], d["ca"] = p_cb[part], p_ca[part]

@@ -26,6 +26,8 @@ contract's):
   ``heating_resume`` (only a resume date: stopped from the season's start; only a stop date:
   stopped to the season's end). The source names the season and the heated days.
 * Missing ``household_size`` (or 0) means the tariff's base size: no raise.
+* Fixed charges are per meter: ``meter_sizes`` (a list; empty: no meter, no fixed charge) gives
+  one fixed line per meter; where it is null (or absent) the row has one meter of ``meter_size``.
 * ``Rated.errors`` (row, reason) lists the rows that were not rated (``on_error="collect"``); they
   have no bill. Reasons: unknown tariff, no version in force, period end before start, a
   negative or missing volume, no fixed charge for the meter size, heating without a floor area,
@@ -69,6 +71,7 @@ _DEFAULTS: dict[str, tuple[pl.DataType, object]] = {
     "household_size": (pl.Int16, 0),
     "dwellings": (pl.Int16, 1),
     "meter_size": (pl.Utf8, None),
+    "meter_sizes": (pl.List(pl.Utf8), None),
     "area_cm2": (pl.Int64, None),
     "heating_stop": (pl.Date, None),
     "heating_resume": (pl.Date, None),
@@ -263,7 +266,8 @@ def rate(book: TariffBook, frame: pl.DataFrame, *, company: str | None = None,
     seg_version = gsa["version"][seg_gs] if len(seg_gs) else np.zeros(0, dtype=np.int64)
 
     # fixed charges and heating need per-row data: check them before rating
-    size_codes, sizes = _codes(df["meter_size"])
+    size_off, size_codes, sizes = _meter_sizes(df)
+    size_row = np.repeat(np.arange(n, dtype=np.int64), np.diff(size_off))
     area_null = df["area_cm2"].is_null().to_numpy()
     fixed_lut: dict[int, np.ndarray] = {}
     more_bad = np.zeros(n, dtype=bool)
@@ -273,12 +277,15 @@ def rate(book: TariffBook, frame: pl.DataFrame, *, company: str | None = None,
             lut = np.array([(-1 if (p := version.fixed_price(s)) is None else p) for s in sizes] or [-1],
                            dtype=np.int64)
             fixed_lut[v] = lut
-            missing = in_v & (lut[size_codes[seg_row]] < 0)
+            unpriced = lut[size_codes] < 0
+            row_code = np.full(n, -1, dtype=np.int64)  # a row's first meter size without a fixed charge
+            row_code[size_row[unpriced][::-1]] = size_codes[unpriced][::-1]
+            missing = in_v & (row_code[seg_row] >= 0)
             if missing.any():
                 rows = np.unique(seg_row[missing])
                 rows = rows[~more_bad[rows]]  # a row names one reason
-                for code in np.unique(size_codes[rows]):
-                    sel = rows[size_codes[rows] == code]
+                for code in np.unique(row_code[rows]):
+                    sel = rows[row_code[rows] == code]
                     errors.append((sel, f"{version.label} has no fixed charge for meter size {sizes[code]!r}",
                                    version.tariff_id))
                 more_bad[rows] = True
@@ -309,6 +316,7 @@ def rate(book: TariffBook, frame: pl.DataFrame, *, company: str | None = None,
         ytd=ytd if ytd.any() else empty,
         hh=df["household_size"].to_numpy(),
         dwellings=df["dwellings"].to_numpy(),
+        size_off=size_off if fixed_lut else empty,
         size_code=size_codes if fixed_lut else empty,
         area=df["area_cm2"].fill_null(0).to_numpy() if not area_null.all() else empty,
     ).items()}
@@ -382,6 +390,28 @@ def rate(book: TariffBook, frame: pl.DataFrame, *, company: str | None = None,
 
 def _writable(a: np.ndarray) -> np.ndarray:
     return a if a.flags.writeable else a.copy()
+
+
+def _meter_sizes(df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, list]:
+    """Every row's meter sizes as offsets into one array of size codes, and the distinct sizes.
+
+    ``meter_sizes`` (a list: one fixed charge per meter; empty: no meter) where it is not null,
+    else the one ``meter_size`` (None: the tariff's default)."""
+    n = df.height
+    given = df["meter_sizes"]
+    if given.null_count() == n:
+        codes, sizes = _codes(df["meter_size"])
+        return np.arange(n + 1, dtype=np.int64), codes, sizes
+    lists = df.select(pl.when(pl.col("meter_sizes").is_null()).then(pl.concat_list(pl.col("meter_size")))
+                      .otherwise(pl.col("meter_sizes")).alias("s"))["s"]
+    lengths = lists.list.len().to_numpy().astype(np.int64)
+    flat = lists.explode()
+    if len(flat) != lengths.sum():  # polars before 2 exploded an empty list to one null
+        flat = flat.filter(pl.Series(np.repeat(lengths > 0, np.maximum(lengths, 1))))
+    codes, sizes = _codes(flat)
+    off = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=off[1:])
+    return off, codes, sizes
 
 
 def _group_index(keys: pl.DataFrame) -> tuple[np.ndarray, list[tuple]]:

@@ -95,7 +95,7 @@ def rate_segments(write,
                   # the segments of this version: global segment ids, and segment -> row, segment -> part
                   seg_ids, seg_row, seg_part,
                   # per row (an empty array means 0 for every row)
-                  volume, apportioned, ytd, hh, dwellings, size_code, area,
+                  volume, apportioned, ytd, hh, dwellings, size_off, size_code, area,
                   # per segment (empty: 0)
                   heat_days,
                   # per part (a (tariff, period) group's part under one version; small)
@@ -225,9 +225,11 @@ def rate_segments(write,
                     out_ppm[pos] = comp_ppm[c]
                     out_kind[pos] = K_APPORTIONED
                 pos += 1
-        if has_fixed:
-            fp = fixed_lut[size_code[r]]
-            if fp >= 0:
+        if has_fixed:  # one fixed charge per meter of the row (sizes size_code[size_off[r]:size_off[r + 1]])
+            for k in range(size_off[r], size_off[r + 1]):
+                fp = fixed_lut[size_code[k]]
+                if fp < 0:
+                    continue
                 if whole_period:
                     amt = div_round(fp * months, PRICE_DEN, rule)
                 else:

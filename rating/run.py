@@ -346,11 +346,11 @@ def meter_reads(conn: psycopg.Connection, meters: pl.DataFrame, period: str, sta
 
 _ACCOUNTS = """
 SELECT a.id AS account_id, a.book_id, b.code AS book, a.tariff_id, a.household_size, a.dwellings,
-       (a.floor_area_m2 * 100)::bigint AS area_cm2, ms.size AS meter_size,
+       (a.floor_area_m2 * 100)::bigint AS area_cm2, ms.sizes AS meter_sizes,
        x.run_id IS NOT NULL AS billed, o.account_id IS NOT NULL AS other_run
   FROM account a JOIN meter_book b ON b.id = a.book_id
-  LEFT JOIN (SELECT DISTINCT ON (m.account_id) m.account_id, m.size FROM meter m
-              WHERE m.status = 'active' AND m.account_id IS NOT NULL ORDER BY m.account_id, m.id) ms
+  LEFT JOIN (SELECT m.account_id, string_agg(coalesce(m.size, ''), ',' ORDER BY m.id) AS sizes FROM meter m
+              WHERE m.status = 'active' AND m.account_id IS NOT NULL GROUP BY m.account_id) ms
          ON ms.account_id = a.id
   LEFT JOIN (SELECT DISTINCT account_id, run_id FROM bill WHERE run_id = %(run)s) x ON x.account_id = a.id
   LEFT JOIN (SELECT DISTINCT account_id FROM bill WHERE period = %(period)s AND status = 'issued'
@@ -360,7 +360,7 @@ SELECT a.id AS account_id, a.book_id, b.code AS book, a.tariff_id, a.household_s
  ORDER BY b.code, a.id"""
 
 _ACCOUNT_SCHEMA = {"account_id": pl.Int64, "book_id": pl.Int64, "book": pl.Utf8, "tariff_id": pl.Utf8,
-                   "household_size": pl.Int16, "dwellings": pl.Int16, "area_cm2": pl.Int64, "meter_size": pl.Utf8,
+                   "household_size": pl.Int16, "dwellings": pl.Int16, "area_cm2": pl.Int64, "meter_sizes": pl.Utf8,
                    "billed": pl.Boolean, "other_run": pl.Boolean}
 
 _TREE = """
@@ -637,6 +637,13 @@ def _write_period_reads(conn: psycopg.Connection, company_id: int, run_id: int, 
              FROM ml_mpr""", [period, company_id, run_id, list(OPENING_BASES)])
 
 
+def _sizes(col: str) -> pl.Expr:
+    """Comma-joined sizes of an account's active meters → a list (one fixed charge per meter; a
+    meter without a size gets the tariff's default; no meter: an empty list)."""
+    each = pl.col(col).str.split(",").list.eval(pl.when(pl.element() == "").then(None).otherwise(pl.element()))
+    return pl.when(pl.col(col).is_null()).then(pl.lit([], dtype=pl.List(pl.Utf8))).otherwise(each).alias(col)
+
+
 def _ts(col: str) -> pl.Expr:
     """Epoch microseconds as a UTC timestamp (staged as timestamptz by binary COPY)."""
     return pl.from_epoch(pl.col(col), time_unit="us").dt.replace_time_zone("UTC").alias(col)
@@ -707,7 +714,7 @@ def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id:
     frame = good.join(ytd, on="account_id", how="left").select(
         pl.col("account_id").alias("row"), "tariff_id", pl.lit(p_start).alias("period_start"),
         pl.lit(p_end).alias("period_end"), pl.col("volume").cast(pl.Int64), pl.col("apportioned").cast(pl.Int64),
-        pl.col("ytd").fill_null(0).cast(pl.Int64), "household_size", "dwellings", "meter_size", "area_cm2",
+        pl.col("ytd").fill_null(0).cast(pl.Int64), "household_size", "dwellings", _sizes("meter_sizes"), "area_cm2",
         "heating_stop", "heating_resume")
     t = lap("prepare", t)
     rated = rate(tariffs, frame, company=company_code, on_error="collect")
@@ -760,8 +767,10 @@ def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id:
         pl.col("bill_id").alias("id"), pl.col("row").alias("account_id"), "consumption", "amount", "tax", "total",
         "estimated",
         reads=pl.concat_str([pl.lit('{"reads": ['), pl.col("reads").fill_null(""), pl.lit("]}")]),
-        app=pl.concat_str([pl.lit('{"reads": ['), pl.col("reads").fill_null(""), pl.lit('], "shares": ['),
-                           pl.col("shares"), pl.lit("]}")])))
+        # only bills with an apportioned share need the second document (null otherwise: parsed once)
+        app=pl.when(pl.col("shares").is_not_null()).then(pl.concat_str([
+            pl.lit('{"reads": ['), pl.col("reads").fill_null(""), pl.lit('], "shares": ['), pl.col("shares"),
+            pl.lit("]}")]))))
     t = lap("stage_bills", t)
     lines = rated.lines.join(bills.select("row", "bill_id"), on="row", how="inner")
     keys = (lines.select("component", "tariff_version", "source").unique(maintain_order=True)

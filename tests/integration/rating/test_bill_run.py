@@ -15,7 +15,7 @@ from meterline.rating.frames import query_frame
 from meterline.rating.run import BillingError, bill_run, local_midnight, meter_reads
 from meterline.store.consumption import Kind
 from meterline.store.db import Database
-from tests.integration.rating.billkit import DEC_START, Utility, november, october, scoped_db, tariffs
+from tests.integration.rating.billkit import DEC_START, NOV_START, OCT_START, Utility, november, october, scoped_db, tariffs
 
 TABLES = ("billing_run", "bill", "bill_line", "journal_entry", "posting", "receivable_item", "meter_period_read",
           "apportionment", "apportionment_share", "billing_run_skip", "alert", "alert_event")
@@ -299,3 +299,21 @@ def test_reads_probed_per_meter_equal_the_range_scan(conn: psycopg.Connection, u
     close = dict(got[0].select("meter_id", "close_value").iter_rows())
     assert close[util.meters["M1"]] == 120_000 and close[util.meters["H4"]] == 70_000
     assert got[0].equals(got[1])
+
+
+def test_fixed_charge_per_meter_of_the_account(conn: psycopg.Connection, app_db: Database) -> None:
+    # a shop with two connections, DN15 and DN50: two fixed charges (5.00 + 50.00); the water of
+    # both meters is added up and priced in the account's tiers (12,000 + 15,000 L = 27 m³)
+    u = Utility.create(conn)
+    u.book("S")
+    u.account("S1", "S")
+    u.meter("P1", "S1", size="DN15")
+    u.meter("P2", "S1", size="DN50")
+    for serial, opening, closing in (("P1", 1_000, 13_000), ("P2", 5_000, 20_000)):
+        u.read(serial, OCT_START, opening)
+        u.read(serial, NOV_START, closing)
+    res = run(app_db, u)
+    assert res.bills == 1 and res.skips == []
+    assert lines_of(conn, u)["S1"] == [
+        (W, 1, "tier", 22_000, 4400, 132), (W, 2, "tier", 5_000, 1500, 45), (S, None, "flat", 27_000, 2700, 0),
+        (F, None, "fixed", 1, 500, 0), (F, None, "fixed", 1, 5000, 0)]

@@ -111,13 +111,15 @@ def rate_one(book: TariffBook, row: dict, company: str | None = None) -> RefBill
                 min_sum += amt if comp.minimum else 0
                 lines.append(dict(part, component=comp.code, tier=None, kind="apportioned", quantity=aps,
                                   unit_price=comp.apportioned_price, amount=amt, ppm=comp.tax_ppm))
-        if version.has_fixed:
-            fp = version.fixed_price(row.get("meter_size"))
-            if fp is None:
-                raise RatingError("no fixed charge for the size", tariff.id)
-            amt = div_round(fp * m * ca, D * 10_000, rule) - div_round(fp * m * cb, D * 10_000, rule)
-            lines.append(dict(part, component="fixed", tier=None, kind="fixed", quantity=m, unit_price=fp,
-                              amount=amt, ppm=version.fixed_tax_ppm))
+        if version.has_fixed:  # one fixed charge per meter
+            sizes = row.get("meter_sizes")
+            for size in (sizes if sizes is not None else [row.get("meter_size")]):
+                fp = version.fixed_price(size)
+                if fp is None:
+                    raise RatingError("no fixed charge for the size", tariff.id)
+                amt = div_round(fp * m * ca, D * 10_000, rule) - div_round(fp * m * cb, D * 10_000, rule)
+                lines.append(dict(part, component="fixed", tier=None, kind="fixed", quantity=m, unit_price=fp,
+                                  amount=amt, ppm=version.fixed_tax_ppm))
         if version.heating is not None:
             area = row.get("area_cm2")
             if area is None:

@@ -96,6 +96,8 @@ def bill_row(draw, tid: str = "t", row: int = 0, *, max_days: int = 70) -> dict:
         "household_size": draw(st.integers(0, 9)),
         "dwellings": draw(st.integers(1, 4)),
         "meter_size": draw(st.sampled_from(["DN15", "DN20", "DN50", None])),
+        # one fixed charge per meter: several meters (or none) where meter_sizes is given
+        "meter_sizes": draw(st.none() | st.lists(st.sampled_from(["DN15", "DN20", "DN50"]), max_size=3)),
         "area_cm2": draw(st.integers(0, 2_000_000)),
         "heating_stop": None if stop is None else start + dt.timedelta(days=stop),
         "heating_resume": None if resume is None else start + dt.timedelta(days=resume),
