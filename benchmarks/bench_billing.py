@@ -12,7 +12,9 @@ Figures (medians of ``--repeat`` runs; each run starts from no bills):
 
 * **whole run**: ``rating.run.bill_run`` on a scoped application-role connection for cycle M,
   period 2026-10, committed: accounts, reads, consumption, apportionment, rate(), COPY, INSERT,
-  ``ledger.bills.post_bills``;
+  ``ledger.bills.post_bills``; once in one transaction (``--workers 1``) and once with shards
+  billed on ``billing.workers`` connections at once, each committed on its own (the default of
+  ``meterline bill run``);
 * **rating kernel alone**: ``rating.engine.rate`` on the run's frame in memory;
 * **SQL baseline**: the same tariff (``config/tariffs/water-residential.toml``: three blocks,
   resource fee and sewage, household adjustment) set-based inside PostgreSQL — consumption from
@@ -134,8 +136,9 @@ def reset(dsn: str) -> None:
 
 
 def whole_run(db: Database, cid: int, book: TariffBook, settings: BillingSettings | None = None):
+    """The run as ``meterline bill run`` does it: parallel shards when ``settings.workers`` > 1."""
     with db.connection(company_id=cid) as c:
-        res = bill_run(c, cid, "M", "2026-10", tariffs=book, day=DAY, created_by="bench", settings=settings)
+        res = bill_run(c, cid, "M", "2026-10", tariffs=book, day=DAY, created_by="bench", settings=settings, db=db)
         c.commit()
     return res
 
@@ -281,26 +284,37 @@ def main() -> None:
     p.add_argument("--profile", action="store_true", help="print the run's stage timings")
     p.add_argument("--shard-accounts", type=int, default=BillingSettings().shard_accounts,
                    help="accounts per shard of the run (billing.shard_accounts)")
+    p.add_argument("--workers", type=int, nargs="+", default=[1, BillingSettings().workers],
+                   help="billing.workers to time (1: the whole run in one transaction)")
     add_server_args(p)
     args = p.parse_args()
     n = args.meters
     book = TariffBook.load()
     with server(args.dsn) as maint, fresh_database(maint, "bench_billing", args.keep) as dsn:
         cid = build(dsn, n)
-        db = Database(dsn, min_size=1, max_size=2, role="meterline_app").open()
+        db = Database(dsn, min_size=1, max_size=4, role="meterline_app").open()
         try:
             last: dict = {}
 
-            def go() -> None:
-                last["res"] = whole_run(db, cid, book, BillingSettings(shard_accounts=args.shard_accounts))
+            runs = {}
+            for workers in sorted(set(args.workers), reverse=True):
+                def go(workers: int = workers) -> None:
+                    last["res"] = whole_run(db, cid, book, BillingSettings(shard_accounts=args.shard_accounts,
+                                                                           workers=workers))
 
-            whole = timed("whole run (reads → bills, postings committed)", n, go, args.repeat, lambda: reset(dsn))
+                label = "one transaction" if workers == 1 else f"{workers} workers, shards committed"
+                runs[workers] = timed(f"whole run ({label})", n, go, args.repeat, lambda: reset(dsn))
+                if args.profile:
+                    print("  stages (summed over shards): " + ", ".join(
+                        f"{k} {v:.2f}s" for k, v in last["res"].timings.items()), flush=True)
+            if len(runs) > 1:
+                print(f"  parallel / one transaction: {runs[1] / min(v for k, v in runs.items() if k > 1):.2f}x",
+                      flush=True)
+            whole = min(runs.values())
             res = last["res"]
             print(f"  bills {res.bills:,}, total {res.total / 100:,.2f} yuan, estimated {res.estimated:,}, "
                   f"skipped {len(res.skips):,}, trees {res.trees}, apportioned {res.apportioned / 1000:,.0f} m³, "
                   f"posted {res.posted:,}", flush=True)
-            if args.profile:
-                print("  stages: " + ", ".join(f"{k} {v:.2f}s" for k, v in res.timings.items()), flush=True)
             frame = frame_for_kernel(db, cid)
             rated = {}
 

@@ -66,6 +66,9 @@ def _summary(ctx: Context, code: str, res: BillRunResult) -> None:
     if not res.dry_run:
         t.add_row("ledger entries posted", f"{res.posted:,}")
         t.add_row("imbalance alerts opened / updated", f"{res.alerts_opened:,} / {res.alerts_updated:,}")
+    if not res.dry_run and res.shards:
+        t.add_row("shards (books) / at once", f"{res.shards:,} / {res.workers}"
+                  + ("" if res.workers == 1 else ", each committed on its own"))
     t.add_row("skipped accounts", f"{len(res.skips):,}")
     for reason, n in res.skipped.items():
         t.add_row(f"  {reason}", f"{n:,}")
@@ -100,7 +103,8 @@ def _run(ctx: Context, args: argparse.Namespace) -> int:
 
         with ctx.scoped() as conn:
             res = bill_run(conn, company.id, args.cycle, args.period, books=args.books, dry_run=args.dry_run,
-                           progress=report, tariffs=tariffs, settings=ctx.settings.billing, created_by=ctx.login)
+                           progress=report, tariffs=tariffs, settings=ctx.settings.billing, created_by=ctx.login,
+                           db=ctx.db)
             conn.commit()
     _summary(ctx, company.code, res)
     return 0

@@ -226,6 +226,10 @@ class BillingSettings:
     shard_accounts: int = 250_000
     #: PostgreSQL work_mem inside a run's transaction (sorting and joining the period's reads)
     work_mem: str = "256MB"
+    #: a run of several shards bills this many shards at once, each on its own connection and
+    #: committed on its own (an interrupted run is completed by running it again); 1: the whole
+    #: run in one transaction
+    workers: int = 2
 
     def validate(self) -> list[str]:
         problems = []
@@ -238,6 +242,8 @@ class BillingSettings:
                 problems.append(f"cycle_months.{cycle} must be a whole number of months between 1 and 12")
         if self.shard_accounts < 1:
             problems.append("shard_accounts must be >= 1")
+        if not 1 <= self.workers <= 32:
+            problems.append("workers must be between 1 and 32")
         if not re.fullmatch(r"[1-9][0-9]*(kB|MB|GB)", self.work_mem):
             problems.append(f"work_mem {self.work_mem!r}: expected a size such as 256MB")
         return problems

@@ -46,9 +46,11 @@ import calendar
 import datetime as dt
 import json
 import logging
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -66,6 +68,9 @@ from meterline.rating.errors import RatingError
 from meterline.rating.frames import copy_in, query_frame
 from meterline.rating.tariff import TariffBook
 from meterline.store.consumption import Kind, consumption, replacement_terms
+
+if TYPE_CHECKING:
+    from meterline.store.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +144,8 @@ class BillRunResult:
     alerts_updated: int = 0
     changes: list[BillChange] = field(default_factory=list)   # dry run: new or different bills
     unchanged: int = 0                # dry run: bills that would come out the same
+    shards: int = 0                   # shards of whole meter books the accounts were billed in
+    workers: int = 1                  # shards billed at once (1: the whole run in one transaction)
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -152,6 +159,14 @@ class BillRunResult:
     @property
     def estimated_share(self) -> float:
         return self.estimated / self.bills if self.bills else 0.0
+
+    def merge(self, shard: "BillRunResult") -> None:
+        """Add what one shard of the run did (parallel runs)."""
+        for name in ("bills", "consumption", "amount", "tax", "total", "estimated", "posted", "apportioned"):
+            setattr(self, name, getattr(self, name) + getattr(shard, name))
+        self.skips.extend(shard.skips)
+        for name, seconds in shard.timings.items():
+            self.timings[name] = self.timings.get(name, 0.0) + seconds
 
 
 # -- periods ---------------------------------------------------------------------------------
@@ -434,15 +449,23 @@ def _open_run(conn: psycopg.Connection, company_id: int, cycle: str, period: str
 def bill_run(conn: psycopg.Connection, company_id: int, cycle: str, period: str, books: Sequence[str] | None = None,
              dry_run: bool = False, progress: Progress | None = None, *, tariffs: TariffBook | None = None,
              settings: BillingSettings | None = None, created_by: str | None = None,
-             day: dt.date | None = None) -> BillRunResult:
+             day: dt.date | None = None, db: "Database | None" = None) -> BillRunResult:
     """Bill ``cycle`` for ``period`` in company ``company_id`` (see the module doc).
 
     ``conn`` must be in the company's scope (or a role that sees its rows); the run is one
     transaction (a savepoint inside the caller's). ``books``: only these meter book codes.
     ``progress(stage, done, total)`` is called as shards finish. ``day``: the ledger's booking
     day (default: the company's today).
+
+    **Parallel** (``db`` given, ``billing.workers`` > 1, the run has several shards, ``conn`` not
+    inside a transaction, not a dry run): the run, its apportionment and alerts are committed
+    first; then ``workers`` connections of ``db`` bill the shards at once, each shard (its
+    bills, lines, period reads, skips and ledger postings) in its own transaction; the run is
+    marked completed on ``conn`` at the end. Should a shard fail, the shards committed stay (the
+    accounts are billed once, as a re-run sees) and running it again bills the rest.
     """
     t0 = time.perf_counter()
+    parallel_ok = db is not None and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     settings = settings or BillingSettings()
     tariffs = tariffs or TariffBook.load()
     if not cycle or not cycle.strip():
@@ -488,49 +511,117 @@ def bill_run(conn: psycopg.Connection, company_id: int, cycle: str, period: str,
         # -- master–sub trees touching the run's accounts ------------------------------------
         shares, master_ids = _trees(conn, company_id, run_id, accounts, period, start_b, end_b, settings, result,
                                     dry_run)
-        t = lap("apportionment", t)
-
         suspensions = query_frame(conn, _SUSPENSIONS, {"company": company_id, "start": p_start, "end": p_end},
                                   _SUSPENSION_SCHEMA)
+        t = lap("apportionment", t)
 
         # -- shards of whole books ------------------------------------------------------------
-        sizes = accounts.group_by("book_id", maintain_order=True).len()
-        shards: list[list[int]] = [[]]
-        count = 0
-        for book_id, n in sizes.iter_rows():
-            if count and count + n > settings.shard_accounts:
-                shards.append([])
-                count = 0
-            shards[-1].append(book_id)
-            count += n
-        done = 0
-        for shard in shards:
-            if not shard:
-                continue
-            part = accounts.filter(pl.col("book_id").is_in(shard))
-            _shard(conn, company_id, company_code, run_id, part, shard, period, p_start, p_end, due, start_b, end_b, shares,
-                   master_ids, suspensions, tariffs, settings, result, dry_run, lap)
-            done += part.height
-            report("billing", done, accounts.height)
-
-        if not dry_run:
-            t = time.perf_counter()
-            if result.bills:
-                result.posted = post_bills(conn, company_id, run_id, day=day, created_by=created_by)
-            t = lap("ledger", t)
-            if result.bills or conn.execute("SELECT status <> 'completed' FROM billing_run WHERE id = %s",
-                                            [run_id]).fetchone()[0]:
-                conn.execute(
-                    """UPDATE billing_run r SET status = 'completed', finished_at = now(),
-                              accounts = (SELECT count(*) FROM bill b WHERE b.run_id = r.id),
-                              amount = (SELECT coalesce(sum(total), 0) FROM bill b WHERE b.run_id = r.id),
-                              stats = r.stats || %s::jsonb
-                        WHERE id = %s""",
-                    [json.dumps({"skipped": result.skipped, "trees": result.trees, "estimated": result.estimated,
-                                 "last_bills": result.bills}), run_id])
-            lap("finish", t)
+        workers = settings.workers if parallel_ok and not dry_run else 1
+        limit = settings.shard_accounts
+        if workers > 1:  # at least two shards a worker, so the workers finish together
+            limit = min(limit, max(1, -(-accounts.height // (2 * workers))))
+        shards = _shards(accounts, limit)
+        if len(shards) < 2:
+            workers = 1
+        result.shards, result.workers = len(shards), workers
+        common = (company_id, company_code, run_id, period, p_start, p_end, due, start_b, end_b, shares, master_ids,
+                  suspensions, tariffs, settings)
+        if workers == 1:
+            done = 0
+            for shard in shards:
+                part = accounts.filter(pl.col("book_id").is_in(shard))
+                _shard(conn, *common[:3], part, shard, *common[3:], result, dry_run, lap)
+                done += part.height
+                report("billing", done, accounts.height)
+            if not dry_run:
+                t = time.perf_counter()
+                if result.bills:
+                    result.posted = post_bills(conn, company_id, run_id, day=day, created_by=created_by)
+                t = lap("ledger", t)
+                _finish_run(conn, run_id, result)
+                lap("finish", t)
+    if workers > 1:
+        # the run, its apportionment and alerts are committed: each shard commits on its own
+        conn.commit()
+        _parallel(db, workers, accounts, shards, common, result, report, day, created_by)
+        t = time.perf_counter()
+        with conn.transaction():
+            _finish_run(conn, run_id, result)
+        lap("finish", t)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _shards(accounts: pl.DataFrame, limit: int) -> list[list[int]]:
+    """Whole meter books in shards of about ``limit`` accounts (a book is never split)."""
+    sizes = accounts.group_by("book_id", maintain_order=True).len()
+    shards: list[list[int]] = [[]]
+    count = 0
+    for book_id, n in sizes.iter_rows():
+        if count and count + n > limit:
+            shards.append([])
+            count = 0
+        shards[-1].append(book_id)
+        count += n
+    return [s for s in shards if s]
+
+
+def _finish_run(conn: psycopg.Connection, run_id: int, result: BillRunResult) -> None:
+    if result.bills or conn.execute("SELECT status <> 'completed' FROM billing_run WHERE id = %s",
+                                    [run_id]).fetchone()[0]:
+        conn.execute(
+            """UPDATE billing_run r SET status = 'completed', finished_at = now(),
+                      accounts = (SELECT count(*) FROM bill b WHERE b.run_id = r.id),
+                      amount = (SELECT coalesce(sum(total), 0) FROM bill b WHERE b.run_id = r.id),
+                      stats = r.stats || %s::jsonb
+                WHERE id = %s""",
+            [json.dumps({"skipped": result.skipped, "trees": result.trees, "estimated": result.estimated,
+                         "last_bills": result.bills}), run_id])
+
+
+def _parallel(db: Database, workers: int, accounts: pl.DataFrame, shards: list[list[int]], common: tuple,
+              result: BillRunResult, report: Progress, day: dt.date | None, created_by: str | None) -> None:
+    """Bill the shards on ``workers`` connections at once, each shard in its own transaction
+    (bills, lines, period reads, skips and its ledger postings committed together)."""
+    company_id, run_id = common[0], common[2]
+    lock = threading.Lock()
+    done = [0]
+    failed: list[BaseException] = []
+
+    def one(shard: list[int]) -> None:
+        part = accounts.filter(pl.col("book_id").is_in(shard))
+        sub = BillRunResult(run_id, company_id, result.cycle, result.period, result.period_start, result.period_end,
+                            result.due_date, False)
+
+        def lap(name: str, since: float) -> float:
+            now = time.perf_counter()
+            sub.timings[name] = sub.timings.get(name, 0.0) + now - since
+            return now
+
+        with db.connect(company_id=company_id) as wc:
+            with wc.transaction():
+                wc.execute("SELECT set_config('work_mem', %s, true)", [common[-1].work_mem])
+                ids = _shard(wc, *common[:3], part, shard, *common[3:], sub, False, lap)
+                t = time.perf_counter()
+                if ids:
+                    sub.posted = post_bills(wc, company_id, run_id, day=day, created_by=created_by, bill_ids=ids)
+                lap("ledger", t)
+        with lock:
+            result.merge(sub)
+            done[0] += part.height
+            report("billing", done[0], accounts.height)
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bill-shard") as pool:
+        futures = [pool.submit(one, shard) for shard in shards]
+        for f in futures:
+            try:
+                f.result()
+            except BaseException as exc:  # the other shards go on; the run is completed by running it again
+                failed.append(exc)
+                for other in futures:
+                    other.cancel()
+    if failed:
+        raise failed[0]
 
 
 def _trees(conn: psycopg.Connection, company_id: int, run_id: int | None, accounts: pl.DataFrame, period: str,
@@ -657,7 +748,7 @@ def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id:
            period: str, p_start: dt.date, p_end: dt.date, due: dt.date, start_b: dt.datetime, end_b: dt.datetime,
            shares: pl.DataFrame, master_ids: set[int], suspensions: pl.DataFrame, tariffs: TariffBook,
            settings: BillingSettings,
-           result: BillRunResult, dry_run: bool, lap: Callable[[str, float], float]) -> None:
+           result: BillRunResult, dry_run: bool, lap: Callable[[str, float], float]) -> list[int]:
     t = time.perf_counter()
     meters = query_frame(conn, _METERS, {"books": book_ids}, _METER_SCHEMA).join(
         accounts.select("account_id"), on="account_id", how="semi")
@@ -744,7 +835,7 @@ def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id:
     if dry_run:
         _compare(conn, run_id, bills, result)
         lap("compare", t)
-        return
+        return []
     # -- write: reserve bill ids, stage, insert ------------------------------------------------
     ids = query_frame(conn, "SELECT nextval(pg_get_serial_sequence('bill', 'id')) AS id FROM generate_series(1, %s)",
                       [bills.height], {"id": pl.Int64}) if bills.height else pl.DataFrame(schema={"id": pl.Int64})
@@ -806,6 +897,7 @@ def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id:
     t = lap("period_reads", t)
     _record_skips(conn, company_id, run_id, accounts, skip_all)
     lap("skips", t)
+    return bills["bill_id"].to_list()
 
 
 def _has_tariff(tariffs: TariffBook, tariff_id: str, company: str) -> bool:

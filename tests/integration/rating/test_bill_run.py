@@ -57,8 +57,8 @@ def app_db(db_dsn: str) -> Iterator[Database]:
         db.close()
 
 
-def run(db: Database, u: Utility, period: str = "2026-10", **kw):
-    with db.connection(company_id=u.company_id) as c:
+def run(database: Database, u: Utility, period: str = "2026-10", **kw):
+    with database.connection(company_id=u.company_id) as c:
         res = bill_run(c, u.company_id, "M", period, tariffs=tariffs(), created_by="tester", day=dt.date(2026, 11, 2),
                        **kw)
         c.commit()
@@ -317,3 +317,45 @@ def test_fixed_charge_per_meter_of_the_account(conn: psycopg.Connection, app_db:
     assert lines_of(conn, u)["S1"] == [
         (W, 1, "tier", 22_000, 4400, 132), (W, 2, "tier", 5_000, 1500, 45), (S, None, "flat", 27_000, 2700, 0),
         (F, None, "fixed", 1, 500, 0), (F, None, "fixed", 1, 5000, 0)]
+
+
+PARALLEL = BillingSettings(workers=2, shard_accounts=5)   # books B1 (10 accounts) and B2 (1): two shards
+
+
+def test_parallel_shards_bill_the_same_as_one_transaction(conn: psycopg.Connection, util: Utility,
+                                                           app_db: Database) -> None:
+    res = run(app_db, util, settings=PARALLEL, db=app_db)
+    assert res.bills == 10 and res.posted == 10 and res.accounts == 11 and (res.shards, res.workers) == (2, 2)
+    assert [(s.account_id, s.reason) for s in res.skips] == [(util.accounts["A10"], "no_closing_read")]
+    got = lines_of(conn, util)
+    assert {k: sorted(v, key=repr) for k, v in got.items()} == {k: sorted(v, key=repr) for k, v in EXPECTED.items()}
+    # each shard posted its own bills: one entry per bill, the books balance, the run is completed
+    assert conn.execute("SELECT count(*), count(DISTINCT ref_id) FROM journal_entry WHERE kind = 'bill'").fetchone() == (10, 10)
+    assert balances.check(conn, util.company_id).ok
+    assert conn.execute("SELECT status, accounts FROM billing_run").fetchone() == ("completed", 10)
+    after = snapshot(conn)
+    again = run(app_db, util, settings=PARALLEL, db=app_db)
+    assert again.bills == 0 and again.already_billed == 10 and snapshot(conn) == after
+
+
+def test_parallel_run_interrupted_by_a_failing_shard_is_completed_by_running_it_again(
+        conn: psycopg.Connection, util: Utility, app_db: Database) -> None:
+    # the shard of book B2 fails (a trigger refuses A11's bill); B1's shard commits on its own
+    conn.execute(f"""CREATE FUNCTION test_refuse_bill() RETURNS trigger LANGUAGE plpgsql AS $$
+                     BEGIN IF NEW.account_id = {util.accounts['A11']} THEN RAISE EXCEPTION 'disk full'; END IF;
+                     RETURN NEW; END $$""")
+    conn.execute("CREATE TRIGGER test_refuse_bill BEFORE INSERT ON bill FOR EACH ROW EXECUTE FUNCTION test_refuse_bill()")
+    with pytest.raises(psycopg.errors.RaiseException, match="disk full"):
+        run(app_db, util, settings=PARALLEL, db=app_db)
+    billed = {code.split("-", 1)[1] for (code,) in conn.execute(
+        "SELECT a.code FROM bill b JOIN account a ON a.id = b.account_id").fetchall()}
+    assert billed == set(EXPECTED) - {"A11"}
+    assert conn.execute("SELECT status FROM billing_run").fetchone()[0] != "completed"
+    assert conn.execute("SELECT count(*) FROM journal_entry WHERE kind = 'bill'").fetchone()[0] == 9
+    conn.execute("DROP TRIGGER test_refuse_bill ON bill")
+    again = run(app_db, util, settings=PARALLEL, db=app_db)
+    assert again.bills == 1 and again.already_billed == 9
+    got = lines_of(conn, util)
+    assert {k: sorted(v, key=repr) for k, v in got.items()} == {k: sorted(v, key=repr) for k, v in EXPECTED.items()}
+    assert conn.execute("SELECT status FROM billing_run").fetchone()[0] == "completed"
+    assert balances.check(conn, util.company_id).ok
