@@ -127,8 +127,17 @@ def record_batch(conn: psycopg.Connection, key: BatchKey, items: list[PendingPay
         else:
             valid.append(p)
     if valid:
-        record_payments(conn, key.company.id, key.channel, valid, policy=key.policy, created_by=key.created_by,
-                        company=key.company, accounts_checked=True)
+        # planned for each batch, not prepared: a generic plan cached while the tables were small
+        # does not follow their growth until the next ANALYZE re-plans it (on a fresh database,
+        # three 10 s runs of 200 concurrent payments: 1,422, 1,101, 948/s prepared; 3,431,
+        # 3,221, 3,144/s planned each time). Planning is about 2 ms a batch.
+        threshold = conn.prepare_threshold
+        conn.prepare_threshold = None
+        try:
+            record_payments(conn, key.company.id, key.channel, valid, policy=key.policy, created_by=key.created_by,
+                            company=key.company, accounts_checked=True)
+        finally:
+            conn.prepare_threshold = threshold
     stored = {row[2]: (PaymentRecord(*row[:11]), row[11]) for row in conn.execute(
         _STORED, {"ext": sorted({p.external_id for p in valid}), "company": key.company.id, "channel": key.channel}
     ).fetchall()} if valid else {}
