@@ -23,8 +23,8 @@ import psycopg
 from fastapi import Depends, FastAPI, Path, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader
-from starlette.concurrency import run_in_threadpool
 from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, StringConstraints
+from starlette.concurrency import run_in_threadpool
 
 from meterline.errors import ConfigError, MeterlineError, NotFound
 from meterline.ledger.api.batcher import BatchKey, PaymentBatcher, PendingPayment, record_one
