@@ -2,7 +2,8 @@
 one API payment under concurrent load — each against a naive baseline in the same run.
 
     python benchmarks/bench_ledger.py [--n 1000000] [--sample 5000] [--repeat 3]
-                                      [--api-requests 4000] [--concurrency 200] [--load httpx|wrk] [--skip-api]
+                                      [--api-requests 4000] [--concurrency 200] [--load wrk|asyncio|httpx] [--skip-api]
+                                      [--api-batch both|on|off]
 
 Builds a fresh database with ``--n`` customer accounts, then, ``--repeat`` times (medians printed):
 
@@ -20,10 +21,14 @@ Journal check: entries of three postings inserted in bulk into the journal as mi
 statement-level check per INSERT) and into a copy with the 0001 design (a deferred row trigger
 re-summing the entry per posting, plus the per-row foreign keys).
 
-API: ``meterline api serve`` in a subprocess; a second process (``--load httpx``: an async httpx
-client; ``--load wrk``: wrk with a Lua script) sends ``--api-requests`` bank payments, each a new
-transaction id, ``--concurrency`` at a time; per-request latency median / p90 / p99 of the
-committed payments, and at concurrency 1 for reference.
+API: ``meterline api serve`` in a subprocess, with group commit of payments (``[api]
+batch_payments``) and without (a transaction per payment, the baseline); a second process
+(``--load wrk``: wrk with a Lua script, the default when wrk is installed; ``--load asyncio``:
+keep-alive connections on plain asyncio streams, the default otherwise; ``--load httpx``: an
+async httpx client, which saturates before the server does) sends ``--api-requests`` bank
+payments (wrk: for ``--wrk-seconds``), each a new transaction id, ``--concurrency`` at a time,
+to each server in turn; per-request latency median / p90 / p99 of the committed payments and
+payments/s, and at concurrency 1 for reference.
 """
 
 from __future__ import annotations
@@ -228,9 +233,51 @@ async def _load(url: str, key: str, n: int, concurrency: int, accounts: int, tag
             "rps": len(latencies) / wall}
 
 
+async def _load_raw(url: str, key: str, n: int, concurrency: int, accounts: int, tag: str) -> dict:
+    """The same load over plain asyncio streams: one keep-alive connection per worker, each request
+    written at once. httpx's pool spends more CPU per request than the server does (measured: both
+    servers ~90 payments/s under httpx at 200 concurrent, 300 and 2,200/s under wrk)."""
+    host, port = url.removeprefix("http://").split(":")
+    latencies: list[float] = []
+    errors: dict[int, int] = {}
+    counter = iter(range(n))
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            for i in counter:
+                body = json.dumps({"transaction_id": f"{tag}-{i}", "account_code": f"A{random.randint(1, accounts)}",
+                                   "amount": 100}).encode()
+                t = time.perf_counter()
+                writer.write(b"POST /v1/bank/payments HTTP/1.1\r\nHost: %s\r\nX-API-Key: %s\r\n"
+                             b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                             % (host.encode(), key.encode(), len(body), body))
+                head = await reader.readuntil(b"\r\n\r\n")
+                status = int(head.split(b" ", 2)[1])
+                length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:"))
+                await reader.readexactly(length)
+                elapsed = time.perf_counter() - t
+                if status == 200:
+                    latencies.append(elapsed)
+                else:
+                    errors[status] = errors.get(status, 0) + 1
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall = time.perf_counter() - started
+    latencies.sort()
+    q = lambda p: latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else float("nan")  # noqa: E731
+    return {"ok": len(latencies), "errors": errors, "median_ms": q(0.5), "p90_ms": q(0.9), "p99_ms": q(0.99),
+            "rps": len(latencies) / wall}
+
+
 def load_generator(argv: list[str]) -> None:
-    url, key, n, concurrency, accounts, tag = argv
-    print(json.dumps(asyncio.run(_load(url, key, int(n), int(concurrency), int(accounts), tag))))
+    kind, url, key, n, concurrency, accounts, tag = argv
+    load = _load_raw if kind == "asyncio" else _load
+    print(json.dumps(asyncio.run(load(url, key, int(n), int(concurrency), int(accounts), tag))))
 
 
 WRK_LUA = """
@@ -269,7 +316,29 @@ def run_wrk(url: str, key: str, seconds: int, concurrency: int, accounts: int, t
     return {"median_ms": ms("50%"), "p90_ms": ms("90%"), "p99_ms": ms("99%"), "rps": rps, "errors": {"non-2xx": non2xx}}
 
 
+def _start_server(dsn: str, channels: Path, args: argparse.Namespace, batch: bool) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "METERLINE_DSN": dsn, "METERLINE_COMPANY": "bench",
+           "METERLINE__LEDGER__CHANNELS_FILE": str(channels),
+           "METERLINE__API__POOL_MAX_SIZE": str(args.api_pool), "METERLINE__API__THREADS": str(args.api_threads),
+           "METERLINE__API__BATCH_PAYMENTS": "true" if batch else "false"}
+    env.pop("METERLINE_CONFIG", None)
+    cmd = [sys.executable, "-m", "meterline", "api", "serve", "--port", str(port), "--workers", str(args.api_workers)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"API server exited: {proc.stderr.read().decode()[-2000:]}")
+            time.sleep(0.3)
+    return proc, f"http://127.0.0.1:{port}"
+
+
 def api_benchmark(dsn: str, cid: int, args: argparse.Namespace) -> None:
+    """Servers with group commit on and off (``--api-batch both``), their load runs interleaved."""
     from meterline.ledger.api.config import new_key
 
     key, digest = new_key()
@@ -277,48 +346,49 @@ def api_benchmark(dsn: str, cid: int, args: argparse.Namespace) -> None:
     (tmp / "channels.toml").write_text(
         f'[[api_keys]]\nname = "bench-bank"\ncompany = "bench"\nscopes = ["bank"]\ncashier = "icbc"\nkey_sha256 = "{digest}"\n',
         encoding="utf-8")
-    port = free_port()
-    env = {**os.environ, "METERLINE_DSN": dsn, "METERLINE_COMPANY": "bench",
-           "METERLINE__LEDGER__CHANNELS_FILE": str(tmp / "channels.toml"),
-           "METERLINE__API__POOL_MAX_SIZE": str(args.api_pool), "METERLINE__API__THREADS": str(args.api_threads)}
-    env.pop("METERLINE_CONFIG", None)
-    cmd = [sys.executable, "-m", "meterline", "api", "serve", "--port", str(port), "--workers", str(args.api_workers)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
+    modes = {"both": [True, False], "on": [True], "off": [False]}[args.api_batch]
+    label = {True: "group commit", False: "a transaction each"}
+    servers: dict[bool, tuple[subprocess.Popen, str]] = {}
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"API server exited: {proc.stderr.read().decode()[-2000:]}")
-                time.sleep(0.3)
-        gen = [sys.executable, __file__, "--load-generator", url, key]
-        run = lambda n, conc, tag: json.loads(subprocess.run(gen + [str(n), str(conc), str(args.n), tag],  # noqa: E731
-                                                             capture_output=True, text=True, check=True).stdout)
-        run(200, 20, "warm")
-        # one at a time: wrk too when it is there (an httpx client's separate header and body writes
-        # meet delayed ACKs on loopback and add ~40 ms that are the client's, not the server's)
-        single = run_wrk(url, key, 5, 1, args.n, "seq") if args.load == "wrk" else run(300, 1, "seq")
-        print(f"{'API bank payment, 1 at a time':<48} median {single['median_ms']:7.1f} ms  p90 {single['p90_ms']:7.1f} ms"
-              f"  ({single['rps']:,.0f}/s)", flush=True)
-        results = []
-        for k in range(args.repeat):
-            if args.load == "wrk":
-                r = run_wrk(url, key, args.wrk_seconds, args.concurrency, args.n, f"wrk{k}")
-            else:
-                r = run(args.api_requests, args.concurrency, f"load{k}")
-            results.append(r)
-            print(f"  run {k + 1}: median {r['median_ms']:.1f} ms, p90 {r['p90_ms']:.1f}, p99 {r['p99_ms']:.1f}, "
-                  f"{r['rps']:,.0f} payments/s, errors {r['errors']}", flush=True)
-        med = statistics.median(r["median_ms"] for r in results)
-        print(f"{f'API bank payment, {args.concurrency} concurrent ({args.load})':<48} median {med:7.1f} ms  "
-              f"(median of {args.repeat} runs; target <= 20 ms)", flush=True)
+        for batch in modes:
+            servers[batch] = _start_server(dsn, tmp / "channels.toml", args, batch)
+
+        def run(url: str, n: int, conc: int, tag: str) -> dict:
+            gen = [sys.executable, __file__, "--load-generator", args.load if args.load != "wrk" else "asyncio", url, key,
+                   str(n), str(conc), str(args.n), tag]
+            return json.loads(subprocess.run(gen, capture_output=True, text=True, check=True).stdout)
+
+        for batch, (_, url) in servers.items():
+            run(url, 200, 20, f"warm{int(batch)}")
+            # one at a time: wrk too when it is there (an httpx client's separate header and body writes
+            # meet delayed ACKs on loopback and add ~40 ms that are the client's, not the server's)
+            single = (run_wrk(url, key, 5, 1, args.n, f"seq{int(batch)}") if args.load == "wrk"
+                      else run(url, 300, 1, f"seq{int(batch)}"))
+            print(f"{f'API bank payment, 1 at a time, {label[batch]}':<56} median {single['median_ms']:7.1f} ms  "
+                  f"p90 {single['p90_ms']:7.1f} ms  ({single['rps']:,.0f}/s)", flush=True)
+        results: dict[bool, list[dict]] = {b: [] for b in servers}
+        for k in range(args.repeat):  # interleaved: the machine's noise falls on both
+            for batch, (_, url) in servers.items():
+                tag = f"load{int(batch)}-{k}"
+                r = (run_wrk(url, key, args.wrk_seconds, args.concurrency, args.n, tag) if args.load == "wrk"
+                     else run(url, args.api_requests, args.concurrency, tag))
+                results[batch].append(r)
+                print(f"  run {k + 1}, {label[batch]}: median {r['median_ms']:.1f} ms, p90 {r['p90_ms']:.1f}, "
+                      f"p99 {r['p99_ms']:.1f}, {r['rps']:,.0f} payments/s, errors {r['errors']}", flush=True)
+        for batch, rs in results.items():
+            med = statistics.median(r["median_ms"] for r in rs)
+            p90 = statistics.median(r["p90_ms"] for r in rs)
+            rps = statistics.median(r["rps"] for r in rs)
+            print(f"{f'API bank payment, {args.concurrency} concurrent ({args.load}), {label[batch]}':<56} median "
+                  f"{med:7.1f} ms  p90 {p90:7.1f} ms  {rps:6,.0f}/s  (medians of {args.repeat} runs; target <= 20 ms)",
+                  flush=True)
+        if len(results) == 2:
+            on, off = (statistics.median(r["rps"] for r in results[b]) for b in (True, False))
+            print(f"ratio API payments/s group commit / a transaction each: {on / off:5.1f}x", flush=True)
     finally:
-        proc.terminate()
-        proc.wait(20)
+        for proc, _ in servers.values():
+            proc.terminate()
+            proc.wait(20)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -335,15 +405,19 @@ def main() -> None:
     p.add_argument("--skip-api", action="store_true")
     p.add_argument("--only", choices=["bulk", "baselines", "journal", "api"], action="append",
                    help="run only these sections (repeatable; default: all)")
-    p.add_argument("--load", choices=["httpx", "wrk"], default="wrk" if shutil.which("wrk") else "httpx")
-    p.add_argument("--api-requests", type=int, default=4000, help="requests per load run (httpx)")
+    p.add_argument("--load", choices=["wrk", "asyncio", "httpx"], default="wrk" if shutil.which("wrk") else "asyncio",
+                   help="load generator: wrk (default when installed), plain asyncio streams, or an httpx client")
+    p.add_argument("--api-requests", type=int, default=4000, help="requests per load run (asyncio, httpx)")
     p.add_argument("--wrk-seconds", type=int, default=10)
     p.add_argument("--concurrency", type=int, default=200)
-    # one worker: with several, uvicorn's workers answer on sockets without TCP_NODELAY and each
-    # response waits ~40 ms for a delayed ACK (measured: 48 ms vs 6.6 ms one at a time)
-    p.add_argument("--api-workers", type=int, default=1)
+    # two workers (this machine's cores): with httptools and uvloop one at a time is as fast as with
+    # one worker (7.8 vs 7.4 ms; with h11 and several workers each response once waited ~40 ms for
+    # a delayed ACK), and 200 concurrent payments/s went up 20-40%
+    p.add_argument("--api-workers", type=int, default=2)
     p.add_argument("--api-pool", type=int, default=16)
     p.add_argument("--api-threads", type=int, default=64)
+    p.add_argument("--api-batch", choices=["both", "on", "off"], default="both",
+                   help="API servers with group commit of payments on, off, or both (interleaved; default)")
     add_server_args(p)
     args = p.parse_args()
     wanted = set(args.only or ["bulk", "baselines", "journal", "api"]) - ({"api"} if args.skip_api else set())

@@ -371,6 +371,9 @@ class ApiSettings:
     pool_max_size: int = 16
     #: handler threads per process (requests waiting for the database beyond this queue)
     threads: int = 64
+    #: bank payments arriving together recorded by one statement in one transaction per batch
+    #: (group commit, meterline.ledger.api.batcher); false: a transaction per payment
+    batch_payments: bool = True
 
     def validate(self) -> list[str]:
         problems = []

@@ -9,7 +9,9 @@ prints it without a server).
 Money is integer minor units (fen) everywhere. Payments are idempotent by (channel,
 ``transaction_id``): a replay answers 200 with the stored payment and ``replay: true``; the
 same id with another amount or account answers 409. Each request runs in one transaction on a
-pooled connection (handlers are plain functions run in the server's thread pool).
+pooled connection (handlers are plain functions run in the server's thread pool), except bank
+payments: those arriving together are recorded together, one transaction per batch
+(:mod:`meterline.ledger.api.batcher`), each answered after its batch commits.
 """
 
 import datetime as dt
@@ -22,15 +24,17 @@ from fastapi import Depends, FastAPI, Path, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader
 from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, StringConstraints
+from starlette.concurrency import run_in_threadpool
 
 from meterline.errors import ConfigError, MeterlineError, NotFound
+from meterline.ledger.api.batcher import BatchKey, PaymentBatcher, PendingPayment, record_one
 from meterline.ledger.api.config import ApiKey, ChannelsConfig
 from meterline.ledger.balances import customer_position, resolve_account
 from meterline.ledger.channels import counter, wallet
 from meterline.ledger.errors import (ApprovalError, DayClosed, InvalidPayment, LedgerError, NothingToDo,
                                      PaymentConflict, ReceiptRangeError, SignatureError)
 from meterline.ledger.journal import CompanyInfo
-from meterline.ledger.payments import PaymentIn, PaymentRecord, get_payment, record_payment
+from meterline.ledger.payments import PaymentIn, PaymentRecord, get_payment
 from meterline.ledger.policy import PolicyBook, load_policy
 from meterline.ledger.prepaid import top_up
 from meterline.store.db import Database
@@ -255,7 +259,8 @@ _STATUS = [
 ]
 
 
-def create_app(ctx: ApiContext) -> FastAPI:
+def create_app(ctx: ApiContext, *, batch_payments: bool = True) -> FastAPI:
+    """The app; ``batch_payments=False`` records every bank payment in its own transaction."""
     app = FastAPI(
         title="meterline ledger API",
         version="1",
@@ -265,6 +270,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
                    403: {"model": ErrorOut, "description": "the key lacks the scope"}},
     )
     app.state.ctx = ctx
+    batcher = app.state.payment_batcher = PaymentBatcher(ctx.run)
     api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key of a channel (see channels file)")
 
     for exc_type, status in _STATUS:
@@ -283,8 +289,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     app.add_exception_handler(AuthError, lambda request, exc: refuse(exc.status, exc.detail))
 
-    def need(*scopes: str) -> Callable[..., Caller]:
-        def dependency(key: Annotated[str | None, Depends(api_key)] = None) -> Caller:
+    def need(*scopes: str) -> Callable[..., Any]:
+        # async: a key check is a hash, not worth a hop to a handler thread
+        async def dependency(key: Annotated[str | None, Depends(api_key)] = None) -> Caller:
             found = ctx.channels.find_key(key) if key else None
             if found is None:
                 raise AuthError(401, "a valid X-API-Key header is required")
@@ -369,20 +376,22 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     @app.post("/v1/bank/payments", response_model=PaymentOut, tags=["bank"],
               responses={409: {"model": ErrorOut}, 400: {"model": ErrorOut}})
-    def bank_pay(body: BankPayIn, caller: Annotated[Caller, Depends(need("bank"))]) -> PaymentOut:
-        def work(conn: psycopg.Connection) -> PaymentOut:
-            account_id = None
-            if body.account_code:
-                row = conn.execute("SELECT id FROM account WHERE company_id = %s AND code = %s",
-                                   [caller.company.id, body.account_code]).fetchone()
-                account_id = row[0] if row else None
-            p = PaymentIn(body.transaction_id, account_id, body.amount, body.paid_at or dt.datetime.now(dt.timezone.utc),
-                          cashier=caller.key.cashier, tender="transfer",
-                          evidence={"bank": caller.key.cashier, "account_code": body.account_code, "key": caller.key.name})
-            record = record_payment(conn, caller.company.id, "bank", p, policy=policy(caller), created_by=caller.key.name,
-                                    company=caller.company, accounts_checked=True)
-            return payment_out(conn, record, body.account_code if account_id is not None else None)
-        return ctx.run(caller.company.id, work)
+    async def bank_pay(body: BankPayIn, caller: Annotated[Caller, Depends(need("bank"))]) -> PaymentOut:
+        # concurrent payments of one key are recorded together, one transaction per batch
+        # (meterline.ledger.api.batcher); each is answered after its batch commits
+        item = PendingPayment(
+            PaymentIn(body.transaction_id, None, body.amount, body.paid_at or dt.datetime.now(dt.timezone.utc),
+                      cashier=caller.key.cashier, tender="transfer",
+                      evidence={"bank": caller.key.cashier, "account_code": body.account_code, "key": caller.key.name}),
+            body.account_code)
+        key = BatchKey(caller.company, "bank", caller.key.name, policy(caller))
+        if batch_payments:
+            p, code = await batcher.submit(key, item)
+        else:
+            p, code = await run_in_threadpool(ctx.run, caller.company.id, lambda conn: record_one(conn, key, item))
+        return PaymentOut(id=p.id, channel=p.channel, transaction_id=p.external_id, account_code=code, amount=p.amount,
+                          received_at=p.received_at, booked_on=p.booked_on, allocated=int(p.allocated),
+                          reversed=p.reversed, replay=p.replay)
 
     # -- counter -----------------------------------------------------------------------------
     @app.post("/v1/counter/payments", response_model=CounterOut, tags=["counter"],
@@ -436,8 +445,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
         """WeChat Pay v3 payment notification, authenticated by its signature (no API key)."""
         body = await request.body()
         headers = dict(request.headers)
-        from starlette.concurrency import run_in_threadpool
-
         return await run_in_threadpool(_notify, "wechat", mchid, headers, body)
 
     @app.post("/v1/notify/alipay", tags=["wallets"],
@@ -446,8 +453,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
         """Alipay asynchronous notification (form-encoded), authenticated by its RSA2 signature."""
         body = await request.body()
         headers = dict(request.headers)
-        from starlette.concurrency import run_in_threadpool
-
         return await run_in_threadpool(_notify, "alipay", None, headers, body)
 
     def _notify(channel: str, mchid: str | None, headers: dict[str, str], body: bytes):

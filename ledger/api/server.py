@@ -29,7 +29,7 @@ def app_from_settings(settings: Settings) -> FastAPI:
     except Exception:
         db.close()
         raise
-    app = create_app(ctx)
+    app = create_app(ctx, batch_payments=settings.api.batch_payments)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
