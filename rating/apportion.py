@@ -45,7 +45,8 @@ MASTER_ACCOUNT, BY_CONSUMPTION, EQUAL, BY_AREA = range(4)
 STATUSES = ("apportioned", "negative", "no_recipients", "incomplete")
 APPORTIONED, NEGATIVE, NO_RECIPIENTS, INCOMPLETE = range(4)
 
-_BIG = float(2**62)
+#: the compiled split is exact while the weights sum below this (their square fits in int64)
+_WSUM_MAX = 3_000_000_000
 
 
 @numba.njit(cache=True, nogil=True)
@@ -55,8 +56,8 @@ def _split_segment(total: int, weights: np.ndarray, out: np.ndarray) -> None:  #
     wsum = 0
     for i in range(n):
         wsum += weights[i]
-    if float(total) * float(wsum) >= 4.0e18:  # int64 products would overflow: coarser weights
-        factor = np.int64(float(total) * float(wsum) / 4.0e18) + 1
+    if wsum >= _WSUM_MAX:  # r * weight below could overflow: coarser weights (not exact to one unit any more)
+        factor = wsum // _WSUM_MAX + 1
         weights = weights // factor
         wsum = 0
         for i in range(n):
@@ -64,12 +65,17 @@ def _split_segment(total: int, weights: np.ndarray, out: np.ndarray) -> None:  #
         if wsum == 0:
             weights = np.ones(n, dtype=np.int64)
             wsum = n
+    # total * w / W without the product total * w: total = q * W + r, so the share is
+    # q * w + (r * w) // W with r < W; r * w < W² fits in int64 while W < _WSUM_MAX
+    q = total // wsum
+    r = total - q * wsum
     rem = np.empty(n, dtype=np.int64)
     given = 0
     for i in range(n):
-        p = total * weights[i]
-        out[i] = p // wsum
-        rem[i] = p - out[i] * wsum
+        p = r * weights[i]
+        f = p // wsum
+        out[i] = q * weights[i] + f
+        rem[i] = p - f * wsum
         given += out[i]
     left = total - given
     if left > 0:
@@ -105,7 +111,7 @@ def largest_remainder(total: int, weights) -> list[int]:
     if sum(w) <= 0:
         w = [1] * len(w)
     W = sum(w)
-    if float(total) * float(W) < _BIG:
+    if W < _WSUM_MAX and total < 2**63:
         return split_segments(np.array([total], dtype=np.int64), np.array(w, dtype=np.int64),
                               np.array([0, len(w)], dtype=np.int64)).tolist()
     parts = [total * x // W for x in w]

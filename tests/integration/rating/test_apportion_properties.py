@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from meterline.rating import apportion as ap
 
 
 @given(st.integers(0, 10**12), st.lists(st.integers(0, 10**9), min_size=1, max_size=30))
+@example(999996138321, [7, 4000176])   # total × W just above 4e18: the compiled split coarsened the weights
+@example(10**12, [1, 2_999_999_998])   # W just below the compiled split's limit
 @settings(max_examples=300, deadline=None)
 def test_largest_remainder_sums_exactly(total: int, weights: list[int]) -> None:
     parts = ap.largest_remainder(total, weights)
