@@ -79,14 +79,29 @@ HAVING u.amount <> coalesce(sum(l.amount), 0)
 
 
 def _post(bills: str) -> str:
+    """The posting statement. Revenue codes are computed once per distinct component of the run
+    (``components``), not per line. The lines summed per entry and code are numbered as they are
+    summed (window over entry, code order): the receivable is line 1, then the revenue codes in
+    code order, then the tax, the numbers a sort of each entry's postings gives. The postings are
+    written in entry order (an integer sort), so each entry's rows sit together in the table and
+    its key index fills left to right.
+    """
     return f"""
 WITH numbered AS MATERIALIZED (
-    SELECT u.*, nextval('journal_entry_id_seq') AS entry_id FROM ({bills}) u
+    SELECT u.*, nextval('journal_entry_id_seq') AS entry_id, CASE WHEN u.total <> 0 THEN 1 ELSE 0 END AS first
+      FROM ({bills}) u
+),
+components AS MATERIALIZED (
+    SELECT component, 'REV:' || {_COMPONENT_SQL.format(c="component")} AS code
+      FROM (SELECT DISTINCT component FROM bill_line WHERE bill_id BETWEEN %(lo)s AND %(hi)s) d
 ),
 lines AS MATERIALIZED (
-    SELECT n.entry_id, 'REV:' || {_COMPONENT_SQL.format(c="l.component")} AS code, -sum(l.amount)::bigint AS amount
+    SELECT n.entry_id, max(n.first) + row_number() OVER w AS line_no, c.code, -sum(l.amount)::bigint AS amount,
+           max(n.first) + count(*) OVER (PARTITION BY n.entry_id) AS last
       FROM numbered n JOIN bill_line l ON l.bill_id = n.id AND l.bill_id BETWEEN %(lo)s AND %(hi)s
-     GROUP BY 1, 2 HAVING sum(l.amount) <> 0
+      JOIN components c ON c.component = l.component
+     GROUP BY n.entry_id, c.code HAVING sum(l.amount) <> 0
+    WINDOW w AS (PARTITION BY n.entry_id ORDER BY c.code ROWS UNBOUNDED PRECEDING)
 ),
 je AS (
     INSERT INTO journal_entry (id, company_id, booked_on, kind, ref_type, ref_id, idempotency_key, created_by, memo)
@@ -95,14 +110,14 @@ je AS (
 ),
 po AS (
     INSERT INTO posting (entry_id, line_no, company_id, account_code, amount)
-    SELECT entry_id, row_number() OVER (PARTITION BY entry_id ORDER BY ord, code), %(company)s, code, amount
-      FROM (SELECT entry_id, 0 AS ord,
-                   CASE WHEN total > 0 THEN 'AR:' ELSE 'PREPAID:' END || account_id AS code, total AS amount
-              FROM numbered WHERE total <> 0
-            UNION ALL
-            SELECT entry_id, 1, code, amount FROM lines
-            UNION ALL
-            SELECT entry_id, 2, %(tax)s, -tax FROM numbered WHERE tax <> 0) x
+    SELECT entry_id, 1, %(company)s, CASE WHEN total > 0 THEN 'AR:' ELSE 'PREPAID:' END || account_id, total
+      FROM numbered WHERE total <> 0
+    UNION ALL
+    SELECT entry_id, line_no, %(company)s, code, amount FROM lines
+    UNION ALL
+    SELECT n.entry_id, coalesce(l.last, n.first) + 1, %(company)s, %(tax)s, -n.tax
+      FROM numbered n LEFT JOIN (SELECT DISTINCT entry_id, last FROM lines) l USING (entry_id) WHERE n.tax <> 0
+    ORDER BY 1, 2
 ),
 ri AS (
     INSERT INTO receivable_item (company_id, account_id, kind, bill_id, entry_id, amount, due_date)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Sequence
@@ -274,6 +275,7 @@ def record_payments(
     if len(payments) > 1000:
         conn.execute("SELECT set_config('work_mem', '256MB', true)")
     default_cash = chart.cash(channel)
+    cash_of = functools.lru_cache(maxsize=None)(lambda cashier: chart.cash(channel, cashier))  # per cashier, not per payment
     for part in _chunks(payments, chunk):
         params = {
             "company": company_id, "channel": channel, "by": created_by, "tz": company.timezone,
@@ -282,7 +284,7 @@ def record_payments(
             "acct": [p.account_id for p in part],
             "amount": [p.amount for p in part],
             "received": [p.received_at for p in part],
-            "cash": [p.cash_account or (chart.cash(channel, p.cashier) if p.cashier else default_cash) for p in part],
+            "cash": [p.cash_account or (cash_of(p.cashier) if p.cashier else default_cash) for p in part],
             "cashier": [p.cashier for p in part],
             "tender": [p.tender for p in part],
             "evidence": [Jsonb(dict(p.evidence)) for p in part],

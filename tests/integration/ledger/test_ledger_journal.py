@@ -101,6 +101,39 @@ def test_sub_ledger_rows_must_reference_what_exists(conn: psycopg.Connection) ->
                          "VALUES (%s, 'bank', 'Z', 5, now(), %s, 555555)", [c1, DAY])
 
 
+def test_items_and_payments_need_an_existing_account_of_their_company(conn: psycopg.Connection) -> None:
+    """0602: the account of an item or a payment is checked once per statement (no per-row
+    foreign key), and an account with items or payments is never deleted."""
+    c1, c2 = new_company(conn), new_company(conn)
+    (a,) = make_accounts(conn, c1, 1)
+    (b,) = make_accounts(conn, c2, 1)
+    with conn.transaction():
+        e = post_entry(conn, c1, day=DAY, kind="test", postings=[Posting(f"AR:{a}", 5), Posting("REV:water", -5)])
+    item = "INSERT INTO receivable_item (company_id, account_id, kind, entry_id, amount, due_date) VALUES (%s, %s, 'charge', %s, 5, %s)"
+    for account, why in ((987654321, "account 987654321 is missing"), (b, f"account {b} is missing or of another company")):
+        with pytest.raises(psycopg.errors.ForeignKeyViolation, match=why):
+            with conn.transaction():  # the bad row among good ones in one statement
+                conn.execute(item.replace("VALUES (%s, %s, 'charge', %s, 5, %s)",
+                                          "SELECT %s, x, 'charge', %s, 5, %s FROM unnest(%s::bigint[]) x"),
+                             [c1, e.id, DAY, [a, account, a]])
+    payment = ("INSERT INTO payment (company_id, channel, external_id, account_id, amount, received_at, booked_on, entry_id) "
+               "VALUES (%s, 'bank', %s, %s, 5, now(), %s, %s)")
+    for account in (987654321, b):
+        with pytest.raises(psycopg.errors.ForeignKeyViolation, match=f"payment P{account}: account {account} is missing"):
+            with conn.transaction():
+                conn.execute(payment, [c1, f"P{account}", account, DAY, e.id])
+    with conn.transaction():
+        conn.execute(item, [c1, a, e.id, DAY])
+        e2 = post_entry(conn, c2, day=DAY, kind="test", postings=[Posting("CASH:bank", 5), Posting(f"PREPAID:{b}", -5)])
+        conn.execute(payment, [c2, "P1", b, DAY, e2.id])
+    for account in (a, b):
+        with pytest.raises(psycopg.errors.ForeignKeyViolation, match="never deleted"):
+            with conn.transaction():
+                conn.execute("DELETE FROM account WHERE id = %s", [account])
+    (unused,) = make_accounts(conn, new_company(conn), 1)
+    conn.execute("DELETE FROM account WHERE id = %s", [unused])  # nothing refers to it
+
+
 def test_an_entry_committed_empty_may_be_filled_once_unless_its_day_closed(conn: psycopg.Connection) -> None:
     from meterline.ledger import close
 
