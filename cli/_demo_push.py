@@ -71,7 +71,8 @@ def _deliver_backlog(state: Any, broker: tuple[str, int]) -> tuple[int, MqttPubl
     """The readings the NB-IoT meters could not deliver around the billing period's end
     (held back from the seeded history), published now over MQTT as meterline JSON batches,
     one message per meter; returns the number of messages and the publisher, to close once the
-    ingest service acknowledged them (the broker forwards a closed client's messages unreliably)."""
+    ingest service acknowledged them (amqtt drops what a closed client published and it had not
+    forwarded yet)."""
     held = state.data.get("backlog") or []
     if not held:
         return 0, None
@@ -89,6 +90,22 @@ def _deliver_backlog(state: Any, broker: tuple[str, int]) -> tuple[int, MqttPubl
     publisher.flush()
     state.data["backlog_delivered"] = (len(by_meter), len(held))
     return len(by_meter), publisher
+
+
+def _await_acks(service: IngestService, stats: Any, backlog: int, started: float) -> tuple[int, int, float]:
+    """Wait while the ingest service's acknowledgements keep coming (a loaded machine commits
+    slower); stop when none has come for STALL_S (what is missing then is reported, not waited
+    out). Returns (acknowledged, MQTT messages sent, seconds since the meters started)."""
+    mqtt_sent = stats.by_transport.get("mqtt", 0) + backlog
+    mqtt_sources = [st.source for st in service.sources if st.kind == "mqtt"]
+    acked = last = sum(s.stats["acked"] for s in mqtt_sources)
+    progress = time.monotonic()
+    while acked < mqtt_sent and time.monotonic() - progress < STALL_S:
+        time.sleep(0.05)
+        acked = sum(s.stats["acked"] for s in mqtt_sources)
+        if acked != last:
+            last, progress = acked, time.monotonic()
+    return acked, mqtt_sent, time.monotonic() - started
 
 
 def step_push(state: Any) -> None:
@@ -121,26 +138,17 @@ def step_push(state: Any) -> None:
             started = time.monotonic()
             sim = Simulator(MessageFactory(meters, Plan(), FAULTS, seed=7), mqtt=broker.address,
                             coap=("127.0.0.1", coap_port))
+            publisher = None
             try:
                 stats = sim.run(count=len(meters))
+                backlog, publisher = _deliver_backlog(state, broker.address)
+                acked, mqtt_sent, seconds = _await_acks(service, stats, backlog, started)
             finally:
+                # the simulated meters disconnect only once the ingest service acknowledged their
+                # messages: amqtt drops what a closed client published and it had not forwarded yet
                 sim.close()
-            backlog, publisher = _deliver_backlog(state, broker.address)
-            mqtt_sent = stats.by_transport.get("mqtt", 0) + backlog
-            mqtt_sources = [st.source for st in service.sources if st.kind == "mqtt"]
-            # wait while acknowledgements keep coming (a loaded machine commits slower); stop
-            # when none has come for STALL_S: the in-process broker (amqtt) now and then never
-            # forwards a message it acknowledged to the publisher — reported below, not waited out
-            acked = last = sum(s.stats["acked"] for s in mqtt_sources)
-            progress = time.monotonic()
-            while acked < mqtt_sent and time.monotonic() - progress < STALL_S:
-                time.sleep(0.05)
-                acked = sum(s.stats["acked"] for s in mqtt_sources)
-                if acked != last:
-                    last, progress = acked, time.monotonic()
-            seconds = time.monotonic() - started
-            if publisher is not None:
-                publisher.close()
+                if publisher is not None:
+                    publisher.close()
         finally:
             running.stop()
     failed = [f"{st.name}: {st.error}" for st in service.sources if getattr(st, "error", None) is not None]
