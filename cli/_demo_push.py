@@ -28,6 +28,7 @@ FAULTS = Faults(duplicates=0.02, reorder=0.01, malformed=0.005, skew=0.005)
 #: seconds without a new acknowledgement after which the push step stops waiting
 STALL_S = 20.0
 
+
 def _free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))

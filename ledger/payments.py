@@ -232,6 +232,12 @@ SELECT i.ext, p.amount, i.amount, p.account_id, i.account_id
 """
 
 
+def invalid(payments: Sequence[PaymentIn]) -> InvalidPayment | None:
+    """What :meth:`PaymentIn.problems` finds in ``payments``, as one error (None: nothing)."""
+    problems = [f"{p.external_id}: {msg}" for p in payments for msg in p.problems()]
+    return InvalidPayment(f"{len(problems)} invalid payment(s): " + "; ".join(problems[:20])) if problems else None
+
+
 def _chunks(seq: Sequence[PaymentIn], size: int) -> Iterator[Sequence[PaymentIn]]:
     for start in range(0, len(seq), size):
         yield seq[start:start + size]
@@ -259,9 +265,9 @@ def record_payments(
     account of another company).
     """
     policy = policy or AllocationPolicy()
-    problems = [f"{p.external_id}: {msg}" for p in payments for msg in p.problems()]
-    if problems:
-        raise InvalidPayment(f"{len(problems)} invalid payment(s): " + "; ".join(problems[:20]))
+    error = invalid(payments)
+    if error is not None:
+        raise error
     company = company or company_info(conn, company_id)
     accounts = sorted({p.account_id for p in payments if p.account_id is not None})
     if accounts and not accounts_checked:
@@ -320,10 +326,13 @@ def record_payments(
     return result
 
 
-_GET = """
-SELECT p.id, p.channel, p.external_id, p.account_id, p.amount, p.received_at, p.booked_on, p.entry_id,
+#: the columns of a :class:`PaymentRecord`, in its order, from ``payment p``
+RECORD_COLUMNS = """p.id, p.channel, p.external_id, p.account_id, p.amount, p.received_at, p.booked_on, p.entry_id,
        coalesce((SELECT sum(a.amount) FROM allocation a WHERE a.payment_id = p.id AND a.source = 'payment'), 0)::bigint,
-       EXISTS (SELECT 1 FROM payment_reversal r WHERE r.payment_id = p.id), p.evidence
+       EXISTS (SELECT 1 FROM payment_reversal r WHERE r.payment_id = p.id), p.evidence"""
+
+_GET = f"""
+SELECT {RECORD_COLUMNS}
   FROM payment p
  WHERE p.company_id = %s AND p.channel = %s AND p.external_id = %s
 """

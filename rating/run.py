@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import functools
 import json
 import logging
 import threading
@@ -159,6 +160,12 @@ class BillRunResult:
     @property
     def estimated_share(self) -> float:
         return self.estimated / self.bills if self.bills else 0.0
+
+    def lap(self, name: str, since: float) -> float:
+        """Add the time since ``since`` to stage ``name``; return now (the next stage's start)."""
+        now = time.perf_counter()
+        self.timings[name] = self.timings.get(name, 0.0) + now - since
+        return now
 
     def merge(self, shard: "BillRunResult") -> None:
         """Add what one shard of the run did (parallel runs)."""
@@ -480,12 +487,7 @@ def bill_run(conn: psycopg.Connection, company_id: int, cycle: str, period: str,
     tz, company_code = row
     start_b, end_b = local_midnight(p_start, tz), local_midnight(p_end + dt.timedelta(days=1), tz)
     result = BillRunResult(None, company_id, cycle, period, p_start, p_end, due, dry_run)
-    timings = result.timings
-
-    def lap(name: str, since: float) -> float:
-        now = time.perf_counter()
-        timings[name] = timings.get(name, 0.0) + now - since
-        return now
+    lap = result.lap
 
     with conn.transaction(force_rollback=dry_run):
         # the period's reads are sorted and joined a million at a time: room to do it in memory
@@ -524,13 +526,15 @@ def bill_run(conn: psycopg.Connection, company_id: int, cycle: str, period: str,
         if len(shards) < 2:
             workers = 1
         result.shards, result.workers = len(shards), workers
-        common = (company_id, company_code, run_id, period, p_start, p_end, due, start_b, end_b, shares, master_ids,
-                  suspensions, tariffs, settings)
+        bill_shard = functools.partial(
+            _shard, company_id=company_id, company_code=company_code, run_id=run_id, period=period, p_start=p_start,
+            p_end=p_end, due=due, start_b=start_b, end_b=end_b, shares=shares, master_ids=master_ids,
+            suspensions=suspensions, tariffs=tariffs, settings=settings)
         if workers == 1:
             done = 0
             for shard in shards:
                 part = accounts.filter(pl.col("book_id").is_in(shard))
-                _shard(conn, *common[:3], part, shard, *common[3:], result, dry_run, lap)
+                bill_shard(conn, accounts=part, book_ids=shard, result=result, dry_run=dry_run, lap=lap)
                 done += part.height
                 report("billing", done, accounts.height)
             if not dry_run:
@@ -543,7 +547,7 @@ def bill_run(conn: psycopg.Connection, company_id: int, cycle: str, period: str,
     if workers > 1:
         # the run, its apportionment and alerts are committed: each shard commits on its own
         conn.commit()
-        _parallel(db, workers, accounts, shards, common, result, report, day, created_by)
+        _parallel(db, workers, accounts, shards, bill_shard, settings.work_mem, result, report, day, created_by)
         t = time.perf_counter()
         with conn.transaction():
             _finish_run(conn, run_id, result)
@@ -579,11 +583,12 @@ def _finish_run(conn: psycopg.Connection, run_id: int, result: BillRunResult) ->
                          "last_bills": result.bills}), run_id])
 
 
-def _parallel(db: Database, workers: int, accounts: pl.DataFrame, shards: list[list[int]], common: tuple,
-              result: BillRunResult, report: Progress, day: dt.date | None, created_by: str | None) -> None:
+def _parallel(db: Database, workers: int, accounts: pl.DataFrame, shards: list[list[int]],
+              bill_shard: Callable[..., list[int]], work_mem: str, result: BillRunResult, report: Progress,
+              day: dt.date | None, created_by: str | None) -> None:
     """Bill the shards on ``workers`` connections at once, each shard in its own transaction
     (bills, lines, period reads, skips and its ledger postings committed together)."""
-    company_id, run_id = common[0], common[2]
+    company_id, run_id = result.company_id, result.run_id
     lock = threading.Lock()
     done = [0]
     failed: list[BaseException] = []
@@ -592,20 +597,14 @@ def _parallel(db: Database, workers: int, accounts: pl.DataFrame, shards: list[l
         part = accounts.filter(pl.col("book_id").is_in(shard))
         sub = BillRunResult(run_id, company_id, result.cycle, result.period, result.period_start, result.period_end,
                             result.due_date, False)
-
-        def lap(name: str, since: float) -> float:
-            now = time.perf_counter()
-            sub.timings[name] = sub.timings.get(name, 0.0) + now - since
-            return now
-
         with db.connect(company_id=company_id) as wc:
             with wc.transaction():
-                wc.execute("SELECT set_config('work_mem', %s, true)", [common[-1].work_mem])
-                ids = _shard(wc, *common[:3], part, shard, *common[3:], sub, False, lap)
+                wc.execute("SELECT set_config('work_mem', %s, true)", [work_mem])
+                ids = bill_shard(wc, accounts=part, book_ids=shard, result=sub, dry_run=False, lap=sub.lap)
                 t = time.perf_counter()
                 if ids:
                     sub.posted = post_bills(wc, company_id, run_id, day=day, created_by=created_by, bill_ids=ids)
-                lap("ledger", t)
+                sub.lap("ledger", t)
         with lock:
             result.merge(sub)
             done[0] += part.height

@@ -259,6 +259,12 @@ _STATUS = [
 ]
 
 
+def _payment_out(p: PaymentRecord, code: str | None) -> PaymentOut:
+    return PaymentOut(id=p.id, channel=p.channel, transaction_id=p.external_id, account_code=code, amount=p.amount,
+                      received_at=p.received_at, booked_on=p.booked_on, allocated=int(p.allocated),
+                      reversed=p.reversed, replay=p.replay)
+
+
 def create_app(ctx: ApiContext, *, batch_payments: bool = True) -> FastAPI:
     """The app; ``batch_payments=False`` records every bank payment in its own transaction."""
     app = FastAPI(
@@ -303,9 +309,7 @@ def create_app(ctx: ApiContext, *, batch_payments: bool = True) -> FastAPI:
     def payment_out(conn: psycopg.Connection, p: PaymentRecord, code: str | None = None) -> PaymentOut:
         if code is None and p.account_id is not None:
             code = conn.execute("SELECT code FROM account WHERE id = %s", [p.account_id]).fetchone()[0]
-        return PaymentOut(id=p.id, channel=p.channel, transaction_id=p.external_id, account_code=code, amount=p.amount,
-                          received_at=p.received_at, booked_on=p.booked_on, allocated=int(p.allocated),
-                          reversed=p.reversed, replay=p.replay)
+        return _payment_out(p, code)
 
     def policy(c: Caller):
         return ctx.policies.for_company(c.company.code).allocation
@@ -389,9 +393,7 @@ def create_app(ctx: ApiContext, *, batch_payments: bool = True) -> FastAPI:
             p, code = await batcher.submit(key, item)
         else:
             p, code = await run_in_threadpool(ctx.run, caller.company.id, lambda conn: record_one(conn, key, item))
-        return PaymentOut(id=p.id, channel=p.channel, transaction_id=p.external_id, account_code=code, amount=p.amount,
-                          received_at=p.received_at, booked_on=p.booked_on, allocated=int(p.allocated),
-                          reversed=p.reversed, replay=p.replay)
+        return _payment_out(p, code)
 
     # -- counter -----------------------------------------------------------------------------
     @app.post("/v1/counter/payments", response_model=CounterOut, tags=["counter"],

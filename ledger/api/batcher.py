@@ -14,7 +14,7 @@ the one-by-one path gives it:
   the stored payment with ``replay=True`` (recorded once);
 * the id recorded (before or earlier in the batch) with another amount or account:
   :class:`~meterline.ledger.errors.PaymentConflict`, for that payment only;
-* a payment :meth:`PaymentIn.problems` refuses: :class:`InvalidPayment`, for that payment only;
+* a payment :meth:`PaymentIn.problems` refuses: :class:`~meterline.ledger.errors.InvalidPayment`, for that payment only;
 * an account code that names no account of the company: recorded to suspense (``account_code``
   None in the answer).
 
@@ -39,9 +39,10 @@ from typing import Callable, TypeVar
 import anyio.to_thread
 import psycopg
 
-from meterline.ledger.errors import InvalidPayment, PaymentConflict
+from meterline.ledger.errors import PaymentConflict
 from meterline.ledger.journal import CompanyInfo
-from meterline.ledger.payments import PaymentIn, PaymentRecord, record_payment, record_payments
+from meterline.ledger.payments import (RECORD_COLUMNS, PaymentIn, PaymentRecord, invalid, record_payment,
+                                       record_payments)
 from meterline.ledger.policy import AllocationPolicy
 
 log = logging.getLogger(__name__)
@@ -92,10 +93,8 @@ def record_one(conn: psycopg.Connection, key: BatchKey, item: PendingPayment) ->
 # the stored payments of a batch; ``mine``: written by this transaction (recorded by this batch).
 # An index probe per id (LATERAL ... LIMIT 1): ``external_id = ANY(...)`` was planned as a filter
 # over the company's whole channel (128 ms instead of 1.5 ms for 150 ids among 60,000)
-_STORED = """
-SELECT p.id, p.channel, p.external_id, p.account_id, p.amount, p.received_at, p.booked_on, p.entry_id,
-       coalesce((SELECT sum(a.amount) FROM allocation a WHERE a.payment_id = p.id AND a.source = 'payment'), 0)::bigint,
-       EXISTS (SELECT 1 FROM payment_reversal r WHERE r.payment_id = p.id), p.evidence,
+_STORED = f"""
+SELECT {RECORD_COLUMNS},
        coalesce(e.tx = txid_current_if_assigned(), false)
   FROM unnest(%(ext)s::text[]) x(ext)
  CROSS JOIN LATERAL (SELECT * FROM payment p WHERE p.company_id = %(company)s AND p.channel = %(channel)s
@@ -121,9 +120,9 @@ def record_batch(conn: psycopg.Connection, key: BatchKey, items: list[PendingPay
     results: list[Outcome | Exception | None] = [None] * len(items)
     valid = []
     for n, p in enumerate(payments):
-        problems = [f"{p.external_id}: {msg}" for msg in p.problems()]
-        if problems:  # as record_payments words it for a batch of one
-            results[n] = InvalidPayment(f"{len(problems)} invalid payment(s): " + "; ".join(problems[:20]))
+        error = invalid([p])  # as record_payments words it for a batch of one
+        if error is not None:
+            results[n] = error
         else:
             valid.append(p)
     if valid:
