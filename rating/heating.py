@@ -2,7 +2,7 @@
 
 A customer who stops heating for part of a season pays for the heated days only: the billing
 run (:mod:`meterline.rating.run`) reads the suspension overlapping a bill's period from
-``heating_suspension`` (migration 0620) and rates it with ``heating_stop`` / ``heating_resume``
+``heating_suspension`` (migrations 0620, 0621) and rates it with ``heating_stop`` / ``heating_resume``
 (:mod:`meterline.rating.engine`: the days ``stop_on`` .. ``resume_on - 1`` are not charged).
 
 An account's suspensions never overlap (the database refuses it). A suspension is never deleted:

@@ -133,3 +133,28 @@ def test_heating_charged_for_the_heated_days_only(conn: psycopg.Connection, app_
     with pytest.raises(psycopg.Error):
         with conn.transaction():
             conn.execute("DELETE FROM heating_suspension WHERE account_id = %s", [stopped])
+
+
+def test_heating_stop_refuses_bad_input_with_the_reason(conn: psycopg.Connection, app_db: Database) -> None:
+    u = Utility.create(conn)
+    u.book("H", cycle="M")
+    u.account("H1", "H", tariff="heat", area_m2="80.00")
+    acct = f"{u.code}-H1"
+    with app_db.connection(company_id=u.company_id) as c:
+        with pytest.raises(heating.HeatingError, match="no account 'nobody'"):
+            heating.stop_heating(c, u.company_id, "nobody", D(2026, 12, 1), "away")
+        with pytest.raises(heating.HeatingError, match="needs a reason"):
+            heating.stop_heating(c, u.company_id, acct, D(2026, 12, 1), "  ")
+        with pytest.raises(heating.HeatingError, match="is not after the stop date"):
+            heating.stop_heating(c, u.company_id, acct, D(2026, 12, 1), "away", resume_on=D(2026, 12, 1))
+        with pytest.raises(heating.HeatingError, match="no such heating suspension"):
+            heating.set_dates(c, u.company_id, 987654321, D(2026, 12, 1), None)
+        c.commit()
+    # nothing half-written: the account has no suspension
+    assert conn.execute("SELECT count(*) FROM heating_suspension").fetchone()[0] == 0
+    # the database refuses dates in the wrong order even past the module (its own check)
+    with pytest.raises(psycopg.errors.CheckViolation):
+        with conn.transaction():
+            conn.execute("""INSERT INTO heating_suspension (company_id, account_id, stop_on, resume_on, reason)
+                            SELECT company_id, id, '2026-12-05', '2026-12-01', 'x' FROM account WHERE code = %s""",
+                         [acct])
