@@ -11,15 +11,21 @@ Figures, each the median of ``--repeat`` runs, in meters (bills) per second:
 
 * **kernel**: :func:`meterline.rating.kernels.rate_segments`, both passes (count the lines of
   every bill, then write them: component, tier, quantity, unit price, amount, tax rate);
+* **kernel (bill amounts and tax)**: the same kernel's bills-only pass (every line's amount and
+  tax computed and rounded as when written, summed per bill; no line table) and
+  :func:`meterline.rating.kernels.finish_totals` — what the issue's kernel target (all components,
+  household adjustment, proration; ≥ 30 M meters/s) measures;
 * **rate()**: :func:`meterline.rating.engine.rate` from a polars frame to the lines and bills
-  frames (grouping, version split, tax, line numbers, the ``source`` JSON column);
+  frames (grouping, version split, tax, line numbers, the ``source`` JSON column), and
+  ``rate(lines=False)`` to the bills frame (the billing run's dry run);
 * **polars (line table)**: the same tiers, household raise, dwellings and proration as polars
   expressions, producing the same line table (bill, component, tier, quantity, unit price,
   amount; non-empty lines, grouped by bill) — the way one would write it without numba;
 * **polars (bill amounts only)**: the same arithmetic down to one amount per bill, no lines (a
   lower bound for any polars version; the kernel does more: it writes every line).
 
-The kernel and both baselines are checked to agree (line count; every bill's amount) before timing.
+The kernel, its bills-only pass and both baselines are checked to agree (line count; every
+bill's amount) before timing.
 """
 
 from __future__ import annotations
@@ -67,7 +73,7 @@ def kernel_inputs(book: TariffBook, d: dict[str, np.ndarray]) -> tuple[tuple, tu
     reg = engine._Versions()  # the engine's numbering of versions and components
     version = tariff.version_at(PERIOD[0])
     reg.index(tariff, version)
-    params = engine._version_params(reg, 0, np.zeros(0, dtype=np.int64))
+    params = engine._version_params(reg, 0, np.zeros(0, dtype=np.int64), engine._tax_rates(reg))
     n = len(d["volume"])
     empty = np.zeros(0, dtype=np.int64)
     parts = [(0, 31)] + [(cb, ca) for cb in range(0, 31) for ca in range(cb + 1, 32) if (cb, ca) != (0, 31)]
@@ -92,14 +98,31 @@ def run_kernel(params: tuple, segs: tuple) -> list[np.ndarray]:
 def _run_kernel(params: tuple, segs: tuple) -> list[np.ndarray]:
     n = len(segs[0])
     counts = np.empty(n, dtype=np.int64)
-    kinds = (np.int64, np.int32, np.int16, np.int64, np.int64, np.int64, np.int32, np.int8)
-    kernels.rate_segments(False, *params, *segs, counts, counts, *(np.zeros(0, t) for t in kinds))
+    kernels.rate_segments(False, *params, *segs, counts, counts, *NO_TOTALS, *(np.zeros(0, t) for t in KINDS))
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     total = int(offsets[-1])
-    outs = [np.empty(total, dtype=t) for t in kinds]
-    kernels.rate_segments(True, *params, *segs, counts, offsets, *outs)
+    outs = [np.empty(total, dtype=t) for t in KINDS]
+    kernels.rate_segments(True, *params, *segs, counts, offsets, *NO_TOTALS, *outs)
     return outs  # seg, component, tier, quantity, unit price, amount, tax rate, kind
+
+
+def run_totals(params: tuple, segs: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """The bills-only pass: every line's amount and tax computed and summed per bill, no line table."""
+    n = len(segs[0])
+    with kernels.chunked():
+        counts = np.empty(n, dtype=np.int64)
+        totals = (np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64), np.zeros((0, 0), dtype=np.int64))
+        kernels.rate_segments(False, *params, *segs, counts, counts, *totals, *(np.zeros(0, t) for t in KINDS))
+        amount, tax = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+        rule = np.full(n, params[1], dtype=np.int64)
+        kernels.finish_totals(np.arange(n + 1, dtype=np.int64), *totals, np.zeros(1, dtype=np.int64),
+                              np.zeros(n, dtype=np.int64), rule, amount, tax)
+    return amount, tax
+
+
+KINDS = (np.int64, np.int32, np.int16, np.int64, np.int64, np.int64, np.int32, np.int8)
+NO_TOTALS = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.int64))
 
 
 T1, T2 = 22_000, 30_000
@@ -174,7 +197,9 @@ def main() -> None:
     book = TariffBook.load()
     small = make_data(1000)
     run_kernel(*kernel_inputs(book, small))           # compile (or load the cache) before timing
+    run_totals(*kernel_inputs(book, small))
     engine.rate(book, rate_frame(small))
+    engine.rate(book, rate_frame(small), lines=False)
     import numba
 
     print(f"numba threads: {numba.get_num_threads()}; median of {args.repeat} runs")
@@ -188,23 +213,31 @@ def main() -> None:
         per_bill = np.bincount(outs[0], weights=outs[5], minlength=n).astype(np.int64)
         if not np.array_equal(per_bill, polars_baseline(frame)["amount"].to_numpy()):
             raise SystemExit("the kernel and the polars baseline disagree")
+        if not np.array_equal(per_bill, run_totals(params, segs)[0]):
+            raise SystemExit("the bills-only kernel pass and the line table disagree")
         del outs, per_bill
         if polars_lines(frame).height != n_lines:
             raise SystemExit("the kernel and the polars line table disagree")
         t_kernel = median_seconds(lambda: run_kernel(params, segs), args.repeat)
+        t_totals = median_seconds(lambda: run_totals(params, segs), args.repeat)
         t_lines = median_seconds(lambda: polars_lines(frame), args.repeat)
         t_polars = median_seconds(lambda: polars_baseline(frame), args.repeat)
         print(f"{n:>11,} meters  kernel (line table)  {n / t_kernel / 1e6:7.1f} M meters/s "
               f"({n_lines:,} lines, {t_kernel:.3f} s)")
+        print(f"{'':>11}         kernel (bill amounts and tax, no line table) {n / t_totals / 1e6:7.1f} M meters/s "
+              f"({t_totals:.3f} s)   target 30 M/s: {n / t_totals / 30e6:4.2f}x")
         print(f"{'':>11}         polars (line table)  {n / t_lines / 1e6:7.1f} M meters/s ({t_lines:.3f} s)   "
               f"kernel / polars {t_lines / t_kernel:5.1f}x")
         print(f"{'':>11}         polars (bill amounts only, no lines) {n / t_polars / 1e6:7.1f} M meters/s "
-              f"({t_polars:.3f} s)   kernel / polars {t_polars / t_kernel:5.1f}x")
+              f"({t_polars:.3f} s)   kernel (bill amounts) / polars {t_polars / t_totals:5.1f}x")
         if n <= args.rate_max:
             f = rate_frame(d)
             t_rate = median_seconds(lambda: engine.rate(book, f), args.repeat)
             print(f"{'':>11}         rate() {n / t_rate / 1e6:8.1f} M meters/s ({t_rate:.3f} s, frame in, "
                   f"lines and bills frames out; whole periods)")
+            t_bills = median_seconds(lambda: engine.rate(book, f, lines=False), args.repeat)
+            print(f"{'':>11}         rate(lines=False) {n / t_bills / 1e6:5.1f} M meters/s ({t_bills:.3f} s, "
+                  f"bills frame out: the dry run's)")
         del d, segs, frame
 
 

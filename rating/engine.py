@@ -152,8 +152,12 @@ def _codes(series: pl.Series) -> tuple[np.ndarray, list]:
 
 
 def rate(book: TariffBook, frame: pl.DataFrame, *, company: str | None = None,
-         on_error: Literal["raise", "collect"] = "raise") -> Rated:
-    """Rate every row of ``frame`` (columns of the rating contract); see the module docstring."""
+         on_error: Literal["raise", "collect"] = "raise", lines: bool = True) -> Rated:
+    """Rate every row of ``frame`` (columns of the rating contract); see the module docstring.
+
+    ``lines=False`` computes the bills only (amount, tax, total: the same figures, every line's
+    amount and tax computed and rounded as when the lines are written) and returns an empty
+    line frame: one pass of the kernel, no line table (the billing run's dry run)."""
     if on_error not in ("raise", "collect"):
         raise ValueError("on_error must be 'raise' or 'collect'")
     df = _prepare(frame)
@@ -330,18 +334,31 @@ def rate(book: TariffBook, frame: pl.DataFrame, *, company: str | None = None,
     with kernels.chunked():  # dynamic scheduling of the parallel kernels
         # -- rate: count lines per segment, then write them at their final places -----------------------
         order, bounds = _by_version(seg_version, len(reg.versions))
-        params = [_version_params(reg, v, fixed_lut.get(v, empty)) for v in range(len(reg.versions))]
+        rates = _tax_rates(reg)
+        params = [_version_params(reg, v, fixed_lut.get(v, empty), rates) for v in range(len(reg.versions))]
         seg_counts = np.zeros(S, dtype=np.int64)
         # the counting pass gets empty outputs of the writing pass's types: one compiled kernel for both
         no_out = (empty, np.zeros(0, np.int32), np.zeros(0, np.int16), empty, empty, empty, np.zeros(0, np.int32),
                   np.zeros(0, np.int8))
+        no_totals = (empty, empty, np.zeros((0, 0), dtype=np.int64))
+        if not lines:  # bills only: one pass summing every line's amount and tax per segment
+            totals = (np.zeros(S, dtype=np.int64), np.zeros(S, dtype=np.int64),
+                      np.zeros((S if (g_taxbill != 0).any() else 0, len(rates)), dtype=np.int64))
         ids = []
         for v in range(len(reg.versions)):
             idx = order[bounds[v]:bounds[v + 1]] if order is not None else np.arange(S, dtype=np.int64)
             ids.append(idx)
             if len(idx):
                 kernels.rate_segments(False, *params[v], idx, seg_row, seg_gs, *row_in.values(), seg_heat, *part_in,
-                                      seg_counts, seg_counts, *no_out)
+                                      seg_counts, seg_counts, *(no_totals if lines else totals), *no_out)
+        if not lines:
+            row_seg = np.zeros(n + 1, dtype=np.int64)
+            np.cumsum(np.bincount(seg_row, minlength=n), out=row_seg[1:])
+            bill_amount = np.zeros(n, dtype=np.int64)
+            bill_tax = np.zeros(n, dtype=np.int64)
+            kernels.finish_totals(row_seg, *totals, rates, g_taxbill[gidx], g_rule[gidx], bill_amount, bill_tax)
+            return _rated(pl.DataFrame(schema=LINE_SCHEMA), row_key, bad, volume, apportioned, bill_amount,
+                          bill_tax, errors)
         seg_off = np.zeros(S + 1, dtype=np.int64)
         np.cumsum(seg_counts, out=seg_off[1:])
         L = int(seg_off[-1])
@@ -356,7 +373,7 @@ def rate(book: TariffBook, frame: pl.DataFrame, *, company: str | None = None,
         for v, idx in enumerate(ids):
             if len(idx):
                 kernels.rate_segments(True, *params[v], idx, seg_row, seg_gs, *row_in.values(), seg_heat, *part_in,
-                                      seg_counts, seg_off, out_seg, out_comp, out_tier, out_qty, out_price, out_amt,
+                                      seg_counts, seg_off, *no_totals, out_seg, out_comp, out_tier, out_qty, out_price, out_amt,
                                       out_ppm, out_kind)
 
         # -- bills: line numbers, tax, sums ---------------------------------------------------------
@@ -370,8 +387,13 @@ def rate(book: TariffBook, frame: pl.DataFrame, *, company: str | None = None,
         kernels.finish_rows(row_off, g_taxbill[gidx], g_rule[gidx], out_amt, out_ppm, tax, line_no,
                             bill_amount, bill_tax)
 
-    lines = _lines_frame(reg, gsa, row_key, seg_row, seg_gs, seg_heat, out_seg, out_comp, out_tier, out_qty,
-                         out_price, out_amt, tax, out_kind, line_no)
+    return _rated(_lines_frame(reg, gsa, row_key, seg_row, seg_gs, seg_heat, out_seg, out_comp, out_tier, out_qty,
+                               out_price, out_amt, tax, out_kind, line_no),
+                  row_key, bad, volume, apportioned, bill_amount, bill_tax, errors)
+
+
+def _rated(lines: pl.DataFrame, row_key: np.ndarray, bad: np.ndarray, volume: np.ndarray, apportioned: np.ndarray,
+           bill_amount: np.ndarray, bill_tax: np.ndarray, errors: list) -> Rated:
     good = ~bad
     bills = pl.DataFrame({
         "row": row_key[good],
@@ -444,7 +466,7 @@ def _by_version(seg_version: np.ndarray, nv: int):
     return order, bounds
 
 
-def _version_params(reg: _Versions, v: int, fixed_lut: np.ndarray) -> tuple:
+def _version_params(reg: _Versions, v: int, fixed_lut: np.ndarray, rates: np.ndarray) -> tuple:
     version = reg.versions[v]
     tariff = reg.tariffs[v]
     comps = version.components
@@ -463,10 +485,26 @@ def _version_params(reg: _Versions, v: int, fixed_lut: np.ndarray) -> tuple:
     ppm = np.array([c.tax_ppm for c in comps], dtype=np.int64)
     cmin = np.array([1 if c.minimum else 0 for c in comps], dtype=np.int64)
     heat = version.heating
+    heat_ppm = 0 if heat is None else heat.tax_ppm
+    slot = {int(r): k for k, r in enumerate(rates.tolist())}
+    comp_slot = np.array([slot.get(int(x), 0) for x in ppm], dtype=np.int64)
     return (1 if version.basis == "annual" else 0, RULE_CODES[tariff.rounding], version.household_base,
             version.household_min, code, nthr, toff, poff, app, ppm, cmin, thr, pp, rz, prices,
             fixed_lut, version.fixed_tax_ppm, -1 if version.minimum is None else version.minimum, version.minimum_tax_ppm,
-            -1 if heat is None else heat.price, 0 if heat is None else heat.tax_ppm)
+            -1 if heat is None else heat.price, heat_ppm,
+            1 if tariff.tax_rounding == "bill" else 0, comp_slot, slot.get(version.fixed_tax_ppm, 0),
+            slot.get(version.minimum_tax_ppm, 0), slot.get(heat_ppm, 0))
+
+
+def _tax_rates(reg: _Versions) -> np.ndarray:
+    """The distinct tax rates (ppm) of the versions' lines: the slots of per-bill tax totals."""
+    rates = {0}
+    for version in reg.versions:
+        rates.update(c.tax_ppm for c in version.components)
+        rates.update((version.fixed_tax_ppm, version.minimum_tax_ppm))
+        if version.heating is not None:
+            rates.add(version.heating.tax_ppm)
+    return np.array(sorted(rates), dtype=np.int64)
 
 
 def _heated_days(df: pl.DataFrame, seg_row: np.ndarray, sfrom: np.ndarray, sto: np.ndarray) -> np.ndarray:

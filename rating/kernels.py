@@ -92,6 +92,7 @@ def rate_segments(write,
                   comp_code, comp_nthr, comp_toff, comp_poff, comp_app_price, comp_ppm, comp_min,
                   thr, per_person, raise_, prices,
                   fixed_lut, fixed_ppm, min_price, min_ppm, heat_price, heat_ppm,
+                  tax_bill, comp_slot, fixed_slot, min_slot, heat_slot,
                   # the segments of this version: global segment ids, and segment -> row, segment -> part
                   seg_ids, seg_row, seg_part,
                   # per row (an empty array means 0 for every row)
@@ -102,17 +103,28 @@ def rate_segments(write,
                   p_cb, p_ca, p_days, p_months, p_mult, p_div, p_tcb, p_tca, p_sdays, p_ycb,
                   # output, indexed by global segment id
                   counts, offsets,
+                  # totals instead of lines (``write`` False, ``seg_amt`` not empty): per segment
+                  seg_amt, seg_tax, seg_rate_amt,
                   out_seg, out_comp, out_tier, out_qty, out_price, out_amt, out_ppm, out_kind):
     """Count (``write`` False: into ``counts``) or write (at ``offsets``) the lines of the segments
-    ``seg_ids`` of one tariff version. See the module docstring for the formulas."""
+    ``seg_ids`` of one tariff version. See the module docstring for the formulas.
+
+    Totals (``write`` False and ``seg_amt`` not empty): every line's amount is computed as when
+    writing, and summed per segment into ``seg_amt``; its tax goes, per line (``tax_bill`` 0),
+    rounded into ``seg_tax``, or per bill (``tax_bill`` 1), unrounded by rate into
+    ``seg_rate_amt[s, slot]`` (the slot of a line's rate: ``comp_slot[c]``, ``fixed_slot``,
+    ``min_slot``, ``heat_slot``) for :func:`finish_totals`."""
     n = seg_ids.shape[0]
     ncomp = comp_code.shape[0]
     has_app = apportioned.shape[0] > 0
     has_ytd = ytd.shape[0] > 0
     has_fixed = fixed_lut.shape[0] > 0
     has_heat = heat_price >= 0 and heat_days.shape[0] > 0 and area.shape[0] > 0
-    need_amt = write or min_price >= 0
+    totals = not write and seg_amt.shape[0] > 0
+    need_amt = write or totals or min_price >= 0
     for i in prange(n):
+        tot = 0  # totals: the segment's amount and its tax per line
+        ltax = 0
         s = seg_ids[i]
         r = seg_row[s]
         g = seg_part[s]
@@ -164,6 +176,12 @@ def rate_segments(write,
                     amt = div_round(v * p, VOLUME_DEN, rule) if need_amt else 0
                     if comp_min[c]:
                         min_sum += amt
+                    if totals:  # (written out at every line: a helper taking the arrays costs refcounts)
+                        tot += amt
+                        if tax_bill:
+                            seg_rate_amt[s, comp_slot[c]] += amt
+                        else:
+                            ltax += div_round(amt * ppm, TAX_DEN, rule)
                     if write:  # written out here: a helper taking the arrays costs reference counting per line
                         out_seg[pos] = s
                         out_comp[pos] = code
@@ -198,6 +216,12 @@ def rate_segments(write,
                         p = prices[comp_poff[c] + j]
                         amt = div_round(q * p, VOLUME_DEN, rule)
                         min_sum += amt * comp_min[c]
+                        if totals and line:
+                            tot += amt
+                            if tax_bill:
+                                seg_rate_amt[s, comp_slot[c]] += amt
+                            else:
+                                ltax += div_round(amt * ppm, TAX_DEN, rule)
                         if write and line:  # written out here: a helper taking the arrays costs refcounts
                             out_seg[pos] = s
                             out_comp[pos] = code
@@ -215,6 +239,12 @@ def rate_segments(write,
                 amt = div_round(a * p, VOLUME_DEN, rule) if need_amt else 0
                 if comp_min[c]:
                     min_sum += amt
+                if totals:
+                    tot += amt
+                    if tax_bill:
+                        seg_rate_amt[s, comp_slot[c]] += amt
+                    else:
+                        ltax += div_round(amt * comp_ppm[c], TAX_DEN, rule)
                 if write:
                     out_seg[pos] = s
                     out_comp[pos] = comp_code[c]
@@ -235,6 +265,12 @@ def rate_segments(write,
                 else:
                     den = days * PRICE_DEN
                     amt = div_round(fp * months * ca, den, rule) - div_round(fp * months * cb, den, rule)
+                if totals:
+                    tot += amt
+                    if tax_bill:
+                        seg_rate_amt[s, fixed_slot] += amt
+                    else:
+                        ltax += div_round(amt * fixed_ppm, TAX_DEN, rule)
                 if write:  # written out here: a helper taking the arrays costs reference counting per line
                     out_seg[pos] = s
                     out_comp[pos] = -K_FIXED
@@ -247,6 +283,12 @@ def rate_segments(write,
                 pos += 1
         if has_heat and area[r] > 0 and heat_days[s] > 0:
             amt = div_round(area[r] * heat_price * heat_days[s], AREA_DEN * p_sdays[g], rule)
+            if totals:
+                tot += amt
+                if tax_bill:
+                    seg_rate_amt[s, heat_slot] += amt
+                else:
+                    ltax += div_round(amt * heat_ppm, TAX_DEN, rule)
             if write:
                 out_seg[pos] = s
                 out_comp[pos] = -K_HEATING
@@ -262,6 +304,12 @@ def rate_segments(write,
             floor_amt = (div_round(min_price * months * ca, den, rule)
                          - div_round(min_price * months * cb, den, rule))
             if min_sum < floor_amt:
+                if totals:
+                    tot += floor_amt - min_sum
+                    if tax_bill:
+                        seg_rate_amt[s, min_slot] += floor_amt - min_sum
+                    else:
+                        ltax += div_round((floor_amt - min_sum) * min_ppm, TAX_DEN, rule)
                 if write:  # written out here: a helper taking the arrays costs reference counting per line
                     out_seg[pos] = s
                     out_comp[pos] = -K_MINIMUM
@@ -274,6 +322,9 @@ def rate_segments(write,
                 pos += 1
         if not write:
             counts[s] = pos - start
+        if totals:
+            seg_amt[s] = tot
+            seg_tax[s] = ltax
 
 
 @njit(cache=True, parallel=True)
@@ -330,6 +381,28 @@ def finish_rows(row_offsets, tax_bill, rule, amount, ppm, tax, line_no, bill_amo
             total_t += tax[k]
         bill_amount[r] = total_a
         bill_tax[r] = total_t
+
+
+@njit(cache=True, parallel=True)
+def finish_totals(row_seg, seg_amt, seg_tax, seg_rate_amt, rates, tax_bill, rule, bill_amount, bill_tax):
+    """Per bill r (segments ``row_seg[r]:row_seg[r+1]``) from :func:`rate_segments`' totals: the
+    amount, and the tax :func:`finish_rows` gives its lines — per line: the sum of the lines'
+    rounded tax; per bill: for each rate, ``round(sum(amount) * rate / 10^6)``."""
+    for r in prange(row_seg.shape[0] - 1):
+        a = 0
+        t = 0
+        for s in range(row_seg[r], row_seg[r + 1]):
+            a += seg_amt[s]
+            t += seg_tax[s]
+        if tax_bill[r] != 0:
+            t = 0
+            for k in range(rates.shape[0]):
+                num = 0
+                for s in range(row_seg[r], row_seg[r + 1]):
+                    num += seg_rate_amt[s, k]
+                t += div_round(num * rates[k], TAX_DEN, rule[r])
+        bill_amount[r] = a
+        bill_tax[r] = t
 
 
 @njit(cache=True)

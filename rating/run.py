@@ -807,7 +807,8 @@ def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id:
         pl.col("ytd").fill_null(0).cast(pl.Int64), "household_size", "dwellings", _sizes("meter_sizes"), "area_cm2",
         "heating_stop", "heating_resume")
     t = lap("prepare", t)
-    rated = rate(tariffs, frame, company=company_code, on_error="collect")
+    # a dry run compares bill totals only: the kernel's bills-only pass, no line table
+    rated = rate(tariffs, frame, company=company_code, on_error="collect", lines=not dry_run)
     t = lap("rate", t)
     errors = getattr(rated, "errors", None)
     tariff_skips = pl.DataFrame(schema={"account_id": pl.Int64, "reason": pl.Utf8, "message": pl.Utf8})

@@ -86,6 +86,13 @@ def test_tax_per_line_and_per_bill() -> None:
     assert rated.lines["tax"].to_list()[0] == 1
     per_line = rate(TariffBook.from_texts({"w.toml": five.replace('"bill"', '"line"')}), frame(volume=[50]))
     assert per_line.bills["tax"].to_list() == [0]
+    # the bills-only pass rounds the same way: 1 fen per bill, 0 per line
+    only = rate(TariffBook.from_texts({"w.toml": five}), frame(volume=[50]), lines=False)
+    assert (only.lines.height, only.bills["tax"].to_list()) == (0, [1])
+    only = rate(TariffBook.from_texts({"w.toml": five.replace('"bill"', '"line"')}), frame(volume=[50]), lines=False)
+    assert only.bills["tax"].to_list() == [0]
+    for mode in ("line", "bill"):
+        assert rate(book(mode), frame(volume=[1_111]), lines=False).bills["tax"].to_list() == [30]
 
 
 def test_errors_name_the_tariff_and_rows() -> None:
