@@ -19,7 +19,10 @@ contract's):
   split period starts where the earlier part ended (``ytd`` + its volume). A period that
   crosses the tariff's ``year_start`` is split there too (like a version change, by days with
   cumulative floors): the part in the new year starts from zero (``ytd`` belongs to the year
-  the period started in); its lines' source names ``tier_year_from``.
+  the period started in); its lines' source names ``tier_year_from``. ``ytd`` is the volume the
+  tiers priced on the year's earlier bills: ``volume`` only. The ``apportioned`` volume is priced
+  flat on its own lines (``apportioned_price``) and takes no tier volume, neither in its own bill
+  nor in the year to date of later ones (the billing run's year to date follows this rule).
 * Heating (area-based): ``quantity`` = ``area_cm2``, ``unit_price`` = price per m² per season;
   amount = ``area × price × heated days / season days`` (one rounding); heated days are the
   period's days in the season less the days from ``heating_stop`` to the day before
