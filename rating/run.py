@@ -26,7 +26,9 @@ spans ``billing.cycle_months[cycle]`` months, default 1), in one transaction:
    apportioned residual is priced on its own lines and takes no tier volume, then or later; a
    master meter the account holds is never part of its volume. Of a bill that crossed the year
    start only the part after it counts, ``vol - floor(vol * days_before_year_start / days)``,
-   the split the rating made (``p_ycb`` in :mod:`meterline.rating.kernels`).
+   the split the rating made (``p_ycb`` in :mod:`meterline.rating.kernels`). Area-based
+   heating gets every ``heating_suspension`` of the account overlapping the period
+   (``heating_stops`` / ``heating_resumes``), however many.
 5. **Writing**: bills, bill lines (every line's ``source`` carries the rating's source plus
    ``reads`` — ``[meter id, opening read ts, closing read ts, closing estimated]`` per meter,
    the reading keys — and, on apportioned lines, ``shares`` — ``[master meter id, via meter
@@ -94,7 +96,6 @@ SKIP_REASONS = {
     "installation_history": "the meter's installation history has a removed device without a final register",
     "billed_in_other_run": "already billed for this period by another run",
     "tariff": "the tariff cannot rate this account",
-    "heating_suspensions": "heating was stopped more than once in the period: bill the parts as separate periods",
 }
 
 Progress = Callable[[str, int, int], None]
@@ -405,13 +406,21 @@ SELECT m.id AS meter_id, coalesce(m.parent_meter_id, -1) AS parent, coalesce(m.a
 _TREE_SCHEMA = {"meter_id": pl.Int64, "parent": pl.Int64, "account_id": pl.Int64, "policy": pl.Int8,
                 "quantity": pl.Int16, "modulus": pl.Int64, "multiplier": pl.Int64, "area": pl.Int64}
 
-# heating stopped (and resumed) per account, overlapping the period (few rows: read once per run)
+# heating stopped (and resumed) per account, overlapping the period (few rows: read once per run);
+# every one of them is rated (lists of stops and resumes per account, in stop order)
 _SUSPENSIONS = """
-SELECT account_id, stop_on AS heating_stop, resume_on AS heating_resume, count(*) OVER (PARTITION BY account_id) AS n
+SELECT account_id, stop_on AS heating_stop, resume_on AS heating_resume
   FROM heating_suspension
- WHERE company_id = %(company)s AND stop_on <= %(end)s AND (resume_on IS NULL OR resume_on > %(start)s)"""
+ WHERE company_id = %(company)s AND stop_on <= %(end)s AND (resume_on IS NULL OR resume_on > %(start)s)
+ ORDER BY account_id, stop_on"""
 
-_SUSPENSION_SCHEMA = {"account_id": pl.Int64, "heating_stop": pl.Date, "heating_resume": pl.Date, "n": pl.Int64}
+_SUSPENSION_SCHEMA = {"account_id": pl.Int64, "heating_stop": pl.Date, "heating_resume": pl.Date}
+
+
+def _suspension_lists(rows: pl.DataFrame) -> pl.DataFrame:
+    """One row per account: ``heating_stops`` / ``heating_resumes``, its suspensions in stop order."""
+    return rows.group_by("account_id", maintain_order=True).agg(
+        pl.col("heating_stop").alias("heating_stops"), pl.col("heating_resume").alias("heating_resumes"))
 
 _METERS = """
 SELECT m.id AS meter_id, m.account_id, m.quantity, m.register_modulus AS modulus, m.multiplier
@@ -521,8 +530,8 @@ def bill_run(conn: psycopg.Connection, company_id: int, cycle: str, period: str,
         # -- master–sub trees touching the run's accounts ------------------------------------
         shares, master_ids = _trees(conn, company_id, run_id, accounts, period, start_b, end_b, settings, result,
                                     dry_run)
-        suspensions = query_frame(conn, _SUSPENSIONS, {"company": company_id, "start": p_start, "end": p_end},
-                                  _SUSPENSION_SCHEMA)
+        suspensions = _suspension_lists(query_frame(conn, _SUSPENSIONS, {"company": company_id, "start": p_start,
+                                                                          "end": p_end}, _SUSPENSION_SCHEMA))
         t = lap("apportionment", t)
 
         # -- shards of whole books ------------------------------------------------------------
@@ -777,7 +786,7 @@ def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id:
                         pl.col("close_est").cast(pl.Utf8).str.to_lowercase()).sort_by("meter_id").str.join(","),
     )
     acc = (accounts.join(per, on="account_id", how="left").join(shares, on="account_id", how="left")
-           .join(suspensions.unique("account_id"), on="account_id", how="left")
+           .join(suspensions, on="account_id", how="left")
            .with_columns(pl.col("apportioned").fill_null(0)))
     reason = (pl.when(pl.col("other_run")).then(pl.lit("billed_in_other_run"))
               .when(pl.col("volume").is_null()).then(pl.lit("no_meter"))
@@ -786,7 +795,6 @@ def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id:
               .when(pl.col("no_open")).then(pl.lit("no_opening_read"))
               .when(pl.col("reset")).then(pl.lit("register_reset"))
               .when(pl.col("volume") < 0).then(pl.lit("negative_consumption"))
-              .when(pl.col("n").fill_null(0) > 1).then(pl.lit("heating_suspensions"))
               .otherwise(pl.lit(None, pl.Utf8)))
     # area-based tariffs without a volume component (heating by floor area) need no meter
     area_only = [tid for tid in accounts["tariff_id"].unique().to_list()
@@ -813,7 +821,7 @@ def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id:
         pl.col("account_id").alias("row"), "tariff_id", pl.lit(p_start).alias("period_start"),
         pl.lit(p_end).alias("period_end"), pl.col("volume").cast(pl.Int64), pl.col("apportioned").cast(pl.Int64),
         pl.col("ytd").fill_null(0).cast(pl.Int64), "household_size", "dwellings", _sizes("meter_sizes"), "area_cm2",
-        "heating_stop", "heating_resume")
+        "heating_stops", "heating_resumes")
     t = lap("prepare", t)
     rated = rate(tariffs, frame, company=company_code, on_error="collect")
     t = lap("rate", t)

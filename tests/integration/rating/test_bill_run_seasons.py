@@ -195,6 +195,8 @@ def test_heating_charged_for_the_heated_days_only(conn: psycopg.Connection, app_
     stopped = u.account("H2", "H", tariff="heat", area_m2="100.00")
     resumed = u.account("H3", "H", tariff="heat", area_m2="100.00")
     twice = u.account("H4", "H", tariff="heat", area_m2="100.00")
+    adjacent = u.account("H5", "H", tariff="heat", area_m2="100.00")
+    open_end = u.account("H6", "H", tariff="heat", area_m2="100.00")
     u.meter("HM1", "H1")  # a heat meter on one account: area-based accounts are billed with or without one
     u.read("HM1", local(2026, 12, 1), 0)
     u.read("HM1", local(2027, 1, 1), 0)
@@ -205,6 +207,10 @@ def test_heating_charged_for_the_heated_days_only(conn: psycopg.Connection, app_
         heating.resume_heating(c, u.company_id, f"{code}-H3", D(2026, 12, 21))
         heating.stop_heating(c, u.company_id, f"{code}-H4", D(2026, 12, 3), "repairs", resume_on=D(2026, 12, 5))
         heating.stop_heating(c, u.company_id, f"{code}-H4", D(2026, 12, 20), "repairs", resume_on=D(2026, 12, 22))
+        heating.stop_heating(c, u.company_id, f"{code}-H5", D(2026, 12, 3), "repairs", resume_on=D(2026, 12, 10))
+        heating.stop_heating(c, u.company_id, f"{code}-H5", D(2026, 12, 10), "away", resume_on=D(2026, 12, 15))
+        heating.stop_heating(c, u.company_id, f"{code}-H6", D(2026, 12, 3), "repairs", resume_on=D(2026, 12, 5))
+        heating.stop_heating(c, u.company_id, f"{code}-H6", D(2026, 12, 28), "moved out")
         with pytest.raises(heating.HeatingError, match="overlaps"):
             heating.stop_heating(c, u.company_id, f"{code}-H2", D(2027, 1, 5), "again")
         with pytest.raises(heating.HeatingError, match="not stopped"):
@@ -215,8 +221,14 @@ def test_heating_charged_for_the_heated_days_only(conn: psycopg.Connection, app_
     assert lines(conn, full, "2026-12") == [("heating", None, 10_000, 61488, None, "31")]   # 240000 × 31 / 121
     assert lines(conn, stopped, "2026-12") == [("heating", None, 10_000, 19835, None, "10")]  # 1–10 December
     assert lines(conn, resumed, "2026-12") == [("heating", None, 10_000, 21818, None, "11")]  # 21–31 December
-    # two stops in one period cannot be written as one stop and resume: skipped with the reason, not guessed
-    assert [(s.account_id, s.reason) for s in res.skips] == [(twice, "heating_suspensions")]
+    # several stops in one period: every one is taken off, and the account is billed
+    assert res.skips == [] and res.bills == 6
+    # 3–4 and 20–21 December off: 27 heated days
+    assert lines(conn, twice, "2026-12") == [("heating", None, 10_000, 53554, None, "27")]   # 240000 × 27 / 121
+    # 3–9 then 10–14 December (adjacent stops), as one stop 3–14: 19 heated days
+    assert lines(conn, adjacent, "2026-12") == [("heating", None, 10_000, 37686, None, "19")]
+    # 3–4 December, then from the 28th on (not resumed): 25 heated days
+    assert lines(conn, open_end, "2026-12") == [("heating", None, 10_000, 49587, None, "25")]
     # the database refuses deleting a suspension
     with pytest.raises(psycopg.Error):
         with conn.transaction():
