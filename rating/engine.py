@@ -19,12 +19,23 @@ contract's):
   split period starts where the earlier part ended (``ytd`` + its volume). A period that
   crosses the tariff's ``year_start`` is split there too (like a version change, by days with
   cumulative floors): the part in the new year starts from zero (``ytd`` belongs to the year
-  the period started in); its lines' source names ``tier_year_from``.
+  the period started in); its lines' source names ``tier_year_from``. ``ytd`` is the volume the
+  tiers priced on the year's earlier bills: ``volume`` only. The ``apportioned`` volume is priced
+  flat on its own lines (``apportioned_price``) and takes no tier volume, neither in its own bill
+  nor in the year to date of later ones (the billing run's year to date follows this rule).
 * Heating (area-based): ``quantity`` = ``area_cm2``, ``unit_price`` = price per m² per season;
-  amount = ``area × price × heated days / season days`` (one rounding); heated days are the
-  period's days in the season less the days from ``heating_stop`` to the day before
-  ``heating_resume`` (only a resume date: stopped from the season's start; only a stop date:
-  stopped to the season's end). The source names the season and the heated days.
+  amount = ``round(area × price × heated days / season days)`` under the tariff's rounding rule,
+  once per line (one line per part of the period). Heated days are the part's days in the
+  season less every day in a suspension: a suspension runs from its stop date to the day
+  before its resume date (no stop date: from the season's start; no resume date: to the
+  season's end). A row's suspensions are the pairs of the list columns ``heating_stops`` /
+  ``heating_resumes`` (same length; element k of each is one suspension; any number, none
+  overlapping, adjacent ones allowed: ``resume == next stop``) together with the single pair
+  ``heating_stop`` / ``heating_resume`` (kept for ``quote`` and older callers: a pair whose
+  resume is on or before its stop suspends no day, as before). Refused rows: lists of unequal
+  length, a list pair with neither date, a list pair resuming on or before its stop, and
+  suspensions that overlap. Splitting a suspension into adjacent ones changes nothing. The
+  source names the season and the heated days.
 * Missing ``household_size`` (or 0) means the tariff's base size: no raise.
 * Fixed charges are per meter: ``meter_sizes`` (a list; empty: no meter, no fixed charge) gives
   one fixed line per meter; where it is null (or absent) the row has one meter of ``meter_size``.
@@ -75,6 +86,8 @@ _DEFAULTS: dict[str, tuple[pl.DataType, object]] = {
     "area_cm2": (pl.Int64, None),
     "heating_stop": (pl.Date, None),
     "heating_resume": (pl.Date, None),
+    "heating_stops": (pl.List(pl.Date), None),
+    "heating_resumes": (pl.List(pl.Date), None),
 }
 _REQUIRED = {"row": pl.Int64, "tariff_id": pl.Utf8, "period_start": pl.Date, "period_end": pl.Date,
              "volume": pl.Int64}
@@ -263,6 +276,11 @@ def rate(book: TariffBook, frame: pl.DataFrame, *, company: str | None = None,
         if mask.any():
             errors.append((np.flatnonzero(mask), reason, None))
             bad |= mask
+    susp_off, susp_lo, susp_hi, susp_errors = _suspensions(df)
+    for r, reason in susp_errors:
+        if not bad[r]:
+            errors.append((np.array([r], dtype=np.int64), reason, None))
+            bad[r] = True
 
     # -- segments: one per (row, version part) ----------------------------------------------------
     seg = _segments(gidx, g_nseg, g_gsoff, bad)
@@ -326,7 +344,8 @@ def rate(book: TariffBook, frame: pl.DataFrame, *, company: str | None = None,
     ).items()}
     seg_heat = empty
     if any(v.heating is not None for v in reg.versions):
-        seg_heat = _heated_days(df, seg_row, gsa["sfrom"][seg_gs], gsa["sto"][seg_gs])
+        seg_heat = kernels.heated_days(seg_row, gsa["sfrom"][seg_gs], gsa["sto"][seg_gs], susp_off, susp_lo,
+                                       susp_hi)
     part_in = [gsa[k] for k in ("cb", "ca", "days", "months", "mult", "div", "tcb", "tca", "sdays", "ycb")]
     if not part_in[0].size:
         part_in = [np.zeros(1, dtype=np.int64)] * len(part_in)
@@ -507,20 +526,70 @@ def _tax_rates(reg: _Versions) -> np.ndarray:
     return np.array(sorted(rates), dtype=np.int64)
 
 
-def _heated_days(df: pl.DataFrame, seg_row: np.ndarray, sfrom: np.ndarray, sto: np.ndarray) -> np.ndarray:
-    """Days of [sfrom, sto] (the part's days in the season) outside the account's stop..resume-1."""
-    big = np.int64(1 << 40)
-    stop = df["heating_stop"].cast(pl.Int32).to_numpy()
-    resume = df["heating_resume"].cast(pl.Int32).to_numpy()
+_FAR = 1 << 40  # a suspension without a stop (resume) date runs from (to) far outside any season
+
+
+def _suspensions(df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, str]]]:
+    """Every row's heating suspensions as inclusive day ranges ``[lo, hi]`` (days since the epoch),
+    sorted by row then ``lo``, with row offsets; and the rows refused, with the reason.
+
+    The single pair ``heating_stop`` / ``heating_resume`` is one suspension where either is set
+    (none when it resumes on or before its stop, as before the lists); the lists add theirs."""
+    n = df.height
+    errors: list[tuple[int, str]] = []
     stop_null = df["heating_stop"].is_null().to_numpy()
     resume_null = df["heating_resume"].is_null().to_numpy()
-    stopped = ~(stop_null & resume_null)
-    s_lo = np.where(stop_null, -big, np.nan_to_num(stop, nan=0).astype(np.int64))
-    s_hi = np.where(resume_null, big, np.nan_to_num(resume, nan=0).astype(np.int64) - 1)
-    s_lo, s_hi, stopped = s_lo[seg_row], s_hi[seg_row], stopped[seg_row]
-    total = np.maximum(0, sto - sfrom + 1)
-    off = np.maximum(0, np.minimum(sto, s_hi) - np.maximum(sfrom, s_lo) + 1)
-    return np.where(stopped, total - off, total).astype(np.int64)
+    rows = [np.zeros(0, dtype=np.int64)]
+    los = [np.zeros(0, dtype=np.int64)]
+    his = [np.zeros(0, dtype=np.int64)]
+    if not (stop_null & resume_null).all():
+        lo = np.where(stop_null, -_FAR, df["heating_stop"].cast(pl.Int64).fill_null(0).to_numpy())
+        hi = np.where(resume_null, _FAR, df["heating_resume"].cast(pl.Int64).fill_null(0).to_numpy() - 1)
+        keep = ~(stop_null & resume_null) & (hi >= lo)
+        rows.append(np.flatnonzero(keep).astype(np.int64))
+        los.append(lo[keep].astype(np.int64))
+        his.append(hi[keep].astype(np.int64))
+    if df["heating_stops"].null_count() < n or df["heating_resumes"].null_count() < n:
+        lists = (df.select(pl.int_range(0, n, dtype=pl.Int64).alias("_r"), pl.col("heating_stops").alias("s"),
+                           pl.col("heating_resumes").alias("e"))
+                 .filter(pl.col("s").is_not_null() | pl.col("e").is_not_null())  # the few rows that have them
+                 .with_columns(pl.col("s", "e").fill_null([])))
+        uneven = lists.filter(pl.col("s").list.len() != pl.col("e").list.len())
+        for r, s_, e_ in uneven.iter_rows():
+            errors.append((r, f"heating_stops ({len(s_)}) and heating_resumes ({len(e_)}) differ in length"))
+        pairs = (lists.filter((pl.col("s").list.len() == pl.col("e").list.len()) & (pl.col("s").list.len() > 0))
+                 .explode("s", "e"))
+        neither = pairs.filter(pl.col("s").is_null() & pl.col("e").is_null())
+        for r in neither["_r"].unique(maintain_order=True).to_list():
+            errors.append((r, "a heating suspension needs a stop or a resume date"))
+        backwards = pairs.filter(pl.col("e") <= pl.col("s"))
+        for r, s_, e_ in backwards.unique("_r", keep="first", maintain_order=True).iter_rows():
+            errors.append((r, f"heating resumes on {e_} but stopped on {s_}: the resume date must be after the stop"))
+        pairs = pairs.filter(~(pl.col("s").is_null() & pl.col("e").is_null())
+                             & ~(pl.col("e") <= pl.col("s")).fill_null(False))
+        rows.append(pairs["_r"].to_numpy().astype(np.int64))
+        los.append(pairs["s"].cast(pl.Int64).fill_null(-_FAR).to_numpy().astype(np.int64))
+        his.append((pairs["e"].cast(pl.Int64) - 1).fill_null(_FAR).to_numpy().astype(np.int64))
+    row = np.concatenate(rows)
+    lo = np.concatenate(los)
+    hi = np.concatenate(his)
+    order = np.lexsort((lo, row))
+    row, lo, hi = row[order], lo[order], hi[order]
+    # suspensions of one row never overlap (the database refuses it): a row that has them is refused
+    over = np.flatnonzero((row[1:] == row[:-1]) & (lo[1:] <= hi[:-1])) + 1
+    for k in over.tolist():
+        if not any(r == row[k] for r, _ in errors):
+            errors.append((int(row[k]), f"heating suspensions overlap: {_span(lo[k - 1], hi[k - 1])} and "
+                                        f"{_span(lo[k], hi[k])}"))
+    off = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(row, minlength=n), out=off[1:])
+    return off, lo, hi, errors
+
+
+def _span(lo: int, hi: int) -> str:
+    first = "the season's start" if lo <= -_FAR else _from_day(lo).isoformat()
+    last = "the season's end" if hi >= _FAR else _from_day(hi).isoformat()
+    return f"{first}..{last}"
 
 
 def _lines_frame(reg, gsa, row_key, seg_row, seg_gs, seg_heat, out_seg, out_comp, out_tier, out_qty, out_price,

@@ -1,9 +1,11 @@
 """Heating stopped and resumed per account (采暖报停 / 复供), for area-based heating charges.
 
 A customer who stops heating for part of a season pays for the heated days only: the billing
-run (:mod:`meterline.rating.run`) reads the suspension overlapping a bill's period from
-``heating_suspension`` (migrations 0620, 0621) and rates it with ``heating_stop`` / ``heating_resume``
-(:mod:`meterline.rating.engine`: the days ``stop_on`` .. ``resume_on - 1`` are not charged).
+run (:mod:`meterline.rating.run`) reads every suspension overlapping a bill's period from
+``heating_suspension`` (migrations 0620, 0621) and rates them all, as the lists
+``heating_stops`` / ``heating_resumes`` (:mod:`meterline.rating.engine`: the days ``stop_on`` ..
+``resume_on - 1`` of each are not charged; an account stopped and resumed twice in one month
+pays for the days between and around).
 
 An account's suspensions never overlap (the database refuses it). A suspension is never deleted:
 a wrong date is corrected with :func:`set_dates` (the audit trail records the change); a bill

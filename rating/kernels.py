@@ -23,7 +23,9 @@ tariff version):
   threshold stays in the lower tier;
 * a line's amount is ``round(quantity * unit_price / (1000 * 10^4))``; fixed and minimum charges
   per month are spread over segments by cumulative rounding of ``price * months * days``;
-* line kinds: 0 tier, 1 flat, 2 fixed, 3 minimum, 4 heating, 5 apportioned (:data:`KINDS`).
+* line kinds: 0 tier, 1 flat, 2 fixed, 3 minimum, 4 heating, 5 apportioned (:data:`KINDS`);
+* heated days (:func:`heated_days`): the season days of the segment less the days of every
+  suspension of its row (a union: a day is off once).
 
 Every product fits in int64 within the limits of :mod:`meterline.rating.money` (``MAX_*``),
 which the tariff loader and ``rate()`` enforce.
@@ -444,4 +446,28 @@ def largest_remainder_groups(totals, offsets, weights):
         s = offsets[g]
         e = offsets[g + 1]
         out[s:e] = largest_remainder(totals[g], weights[s:e])
+    return out
+
+
+@njit(cache=True, parallel=True)
+def heated_days(seg_row, sfrom, sto, off, lo, hi):
+    """Days of ``[sfrom[i], sto[i]]`` (segment i's days in the heating season, empty when
+    ``sto < sfrom``) in none of its row's suspensions: row r's are ``[lo[k], hi[k]]`` (inclusive
+    days) for k in ``off[r]:off[r + 1]``, sorted by ``lo``. A day in two suspensions is taken off
+    once (a union), so the result is never negative nor more than the season's days of the segment."""
+    n = seg_row.shape[0]
+    out = np.empty(n, dtype=np.int64)
+    for i in prange(n):
+        r = seg_row[i]
+        a = sfrom[i]
+        b = sto[i]
+        total = b - a + 1 if b >= a else 0
+        covered = a - 1  # the last day of the segment already taken off (sweep over sorted stops)
+        for k in range(off[r], off[r + 1]):
+            first = lo[k] if lo[k] > covered + 1 else covered + 1
+            last = hi[k] if hi[k] < b else b
+            if last >= first:
+                total -= last - first + 1
+                covered = last
+        out[i] = total
     return out

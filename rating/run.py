@@ -19,8 +19,16 @@ spans ``billing.cycle_months[cycle]`` months, default 1), in one transaction:
 3. **Apportionment** of every master–sub tree with an account in the run
    (:mod:`meterline.rating.apportion`); a negative residual raises VEE's ``subs_exceed_master``
    alert (the master–sub imbalance alert for sub-meters above their master) and is not billed.
-4. **Rating** with :func:`meterline.rating.engine.rate` (``ytd`` from the earlier bills of the
-   tariff year, for annual tiers).
+4. **Rating** with :func:`meterline.rating.engine.rate`. For annual tiers, ``ytd`` is the volume
+   the tiers priced on the earlier bills of the tariff year that still stand (status
+   ``issued``: a bill reversed, 红冲, counts no longer): each bill's ``consumption`` less its
+   ``apportioned`` litres (0640), i.e. the account's meters that are not master meters. The
+   apportioned residual is priced on its own lines and takes no tier volume, then or later; a
+   master meter the account holds is never part of its volume. Of a bill that crossed the year
+   start only the part after it counts, ``vol - floor(vol * days_before_year_start / days)``,
+   the split the rating made (``p_ycb`` in :mod:`meterline.rating.kernels`). Area-based
+   heating gets every ``heating_suspension`` of the account overlapping the period
+   (``heating_stops`` / ``heating_resumes``), however many.
 5. **Writing**: bills, bill lines (every line's ``source`` carries the rating's source plus
    ``reads`` — ``[meter id, opening read ts, closing read ts, closing estimated]`` per meter,
    the reading keys — and, on apportioned lines, ``shares`` — ``[master meter id, via meter
@@ -88,7 +96,6 @@ SKIP_REASONS = {
     "installation_history": "the meter's installation history has a removed device without a final register",
     "billed_in_other_run": "already billed for this period by another run",
     "tariff": "the tariff cannot rate this account",
-    "heating_suspensions": "heating was stopped more than once in the period: bill the parts as separate periods",
 }
 
 Progress = Callable[[str, int, int], None]
@@ -399,13 +406,21 @@ SELECT m.id AS meter_id, coalesce(m.parent_meter_id, -1) AS parent, coalesce(m.a
 _TREE_SCHEMA = {"meter_id": pl.Int64, "parent": pl.Int64, "account_id": pl.Int64, "policy": pl.Int8,
                 "quantity": pl.Int16, "modulus": pl.Int64, "multiplier": pl.Int64, "area": pl.Int64}
 
-# heating stopped (and resumed) per account, overlapping the period (few rows: read once per run)
+# heating stopped (and resumed) per account, overlapping the period (few rows: read once per run);
+# every one of them is rated (lists of stops and resumes per account, in stop order)
 _SUSPENSIONS = """
-SELECT account_id, stop_on AS heating_stop, resume_on AS heating_resume, count(*) OVER (PARTITION BY account_id) AS n
+SELECT account_id, stop_on AS heating_stop, resume_on AS heating_resume
   FROM heating_suspension
- WHERE company_id = %(company)s AND stop_on <= %(end)s AND (resume_on IS NULL OR resume_on > %(start)s)"""
+ WHERE company_id = %(company)s AND stop_on <= %(end)s AND (resume_on IS NULL OR resume_on > %(start)s)
+ ORDER BY account_id, stop_on"""
 
-_SUSPENSION_SCHEMA = {"account_id": pl.Int64, "heating_stop": pl.Date, "heating_resume": pl.Date, "n": pl.Int64}
+_SUSPENSION_SCHEMA = {"account_id": pl.Int64, "heating_stop": pl.Date, "heating_resume": pl.Date}
+
+
+def _suspension_lists(rows: pl.DataFrame) -> pl.DataFrame:
+    """One row per account: ``heating_stops`` / ``heating_resumes``, its suspensions in stop order."""
+    return rows.group_by("account_id", maintain_order=True).agg(
+        pl.col("heating_stop").alias("heating_stops"), pl.col("heating_resume").alias("heating_resumes"))
 
 _METERS = """
 SELECT m.id AS meter_id, m.account_id, m.quantity, m.register_modulus AS modulus, m.multiplier
@@ -415,16 +430,18 @@ SELECT m.id AS meter_id, m.account_id, m.quantity, m.register_modulus AS modulus
 _METER_SCHEMA = {"meter_id": pl.Int64, "account_id": pl.Int64, "quantity": pl.Int16, "modulus": pl.Int64,
                  "multiplier": pl.Int64}
 
+# the volume the tiers priced on each earlier bill still standing (not reversed) of the tariff
+# year: consumption less the apportioned litres (priced on their own lines; 0640), of a bill that
+# crossed the year start only its part after it, split by days with the rating's cumulative floor
 _YTD = """
-SELECT x.account_id, sum(x.vol - (x.vol * x.before) / x.days)::bigint AS ytd
-  FROM (SELECT p.account_id, sum(p.consumption) AS vol, greatest(0, u.year_start - b.period_start) AS before,
-               b.period_end - b.period_start + 1 AS days
-          FROM meter_period_read p JOIN bill b ON b.id = p.bill_id
-          JOIN unnest(%(accounts)s::bigint[], %(year_start)s::date[]) AS u(account_id, year_start)
-            ON u.account_id = p.account_id
-         WHERE b.status = 'issued' AND p.period < %(period)s AND b.period_end >= u.year_start
-         GROUP BY p.account_id, b.id, b.period_start, b.period_end, u.year_start) x
- GROUP BY x.account_id"""
+SELECT b.account_id,
+       sum(v.vol - (v.vol * greatest(0, u.year_start - b.period_start)) / (b.period_end - b.period_start + 1))::bigint
+           AS ytd
+  FROM unnest(%(accounts)s::bigint[], %(year_start)s::date[]) AS u(account_id, year_start)
+  JOIN bill b ON b.account_id = u.account_id
+  CROSS JOIN LATERAL (SELECT b.consumption - b.apportioned AS vol) v
+ WHERE b.status = 'issued' AND b.period < %(period)s AND b.period_end >= u.year_start
+ GROUP BY b.account_id"""
 
 
 def _roots(meter_id: np.ndarray, parent: np.ndarray) -> np.ndarray:
@@ -513,8 +530,8 @@ def bill_run(conn: psycopg.Connection, company_id: int, cycle: str, period: str,
         # -- master–sub trees touching the run's accounts ------------------------------------
         shares, master_ids = _trees(conn, company_id, run_id, accounts, period, start_b, end_b, settings, result,
                                     dry_run)
-        suspensions = query_frame(conn, _SUSPENSIONS, {"company": company_id, "start": p_start, "end": p_end},
-                                  _SUSPENSION_SCHEMA)
+        suspensions = _suspension_lists(query_frame(conn, _SUSPENSIONS, {"company": company_id, "start": p_start,
+                                                                          "end": p_end}, _SUSPENSION_SCHEMA))
         t = lap("apportionment", t)
 
         # -- shards of whole books ------------------------------------------------------------
@@ -769,7 +786,7 @@ def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id:
                         pl.col("close_est").cast(pl.Utf8).str.to_lowercase()).sort_by("meter_id").str.join(","),
     )
     acc = (accounts.join(per, on="account_id", how="left").join(shares, on="account_id", how="left")
-           .join(suspensions.unique("account_id"), on="account_id", how="left")
+           .join(suspensions, on="account_id", how="left")
            .with_columns(pl.col("apportioned").fill_null(0)))
     reason = (pl.when(pl.col("other_run")).then(pl.lit("billed_in_other_run"))
               .when(pl.col("volume").is_null()).then(pl.lit("no_meter"))
@@ -778,7 +795,6 @@ def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id:
               .when(pl.col("no_open")).then(pl.lit("no_opening_read"))
               .when(pl.col("reset")).then(pl.lit("register_reset"))
               .when(pl.col("volume") < 0).then(pl.lit("negative_consumption"))
-              .when(pl.col("n").fill_null(0) > 1).then(pl.lit("heating_suspensions"))
               .otherwise(pl.lit(None, pl.Utf8)))
     # area-based tariffs without a volume component (heating by floor area) need no meter
     area_only = [tid for tid in accounts["tariff_id"].unique().to_list()
@@ -805,7 +821,7 @@ def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id:
         pl.col("account_id").alias("row"), "tariff_id", pl.lit(p_start).alias("period_start"),
         pl.lit(p_end).alias("period_end"), pl.col("volume").cast(pl.Int64), pl.col("apportioned").cast(pl.Int64),
         pl.col("ytd").fill_null(0).cast(pl.Int64), "household_size", "dwellings", _sizes("meter_sizes"), "area_cm2",
-        "heating_stop", "heating_resume")
+        "heating_stops", "heating_resumes")
     t = lap("prepare", t)
     # a dry run compares bill totals only: the kernel's bills-only pass, no line table
     rated = rate(tariffs, frame, company=company_code, on_error="collect", lines=not dry_run)
@@ -822,7 +838,7 @@ def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id:
 
     bills = (rated.bills.join(tariff_skips.select(pl.col("account_id").alias("row")), on="row", how="anti")
              .join(good.select(pl.col("account_id").alias("row"), pl.col("estimated").fill_null(False), "reads",
-                               "shares"), on="row"))
+                               "shares", "apportioned"), on="row"))
     result.bills += bills.height
     result.consumption += int(bills["consumption"].sum() or 0)
     result.amount += int(bills["amount"].sum() or 0)
@@ -846,8 +862,8 @@ def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id:
     # per bill) and joined into every line, so PostgreSQL parses JSON a million times, not once per
     # line, and the lines themselves go over in binary COPY
     conn.execute("""CREATE TEMP TABLE IF NOT EXISTS ml_bill (id bigint, account_id bigint, consumption bigint,
-                        amount bigint, tax bigint, total bigint, estimated boolean, reads jsonb, app jsonb)
-                        ON COMMIT DROP""")
+                        apportioned bigint, amount bigint, tax bigint, total bigint, estimated boolean, reads jsonb,
+                        app jsonb) ON COMMIT DROP""")
     conn.execute("""CREATE TEMP TABLE IF NOT EXISTS ml_line_key (id integer, component text, tariff_version text,
                         source jsonb, apportioned boolean) ON COMMIT DROP""")
     conn.execute("""CREATE TEMP TABLE IF NOT EXISTS ml_line (bill_id bigint, line_no smallint, key integer,
@@ -855,8 +871,8 @@ def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id:
                         tax bigint) ON COMMIT DROP""")
     conn.execute("TRUNCATE ml_bill, ml_line_key, ml_line")
     copy_in(conn, "ml_bill", bills.select(
-        pl.col("bill_id").alias("id"), pl.col("row").alias("account_id"), "consumption", "amount", "tax", "total",
-        "estimated",
+        pl.col("bill_id").alias("id"), pl.col("row").alias("account_id"), "consumption",
+        pl.col("apportioned").cast(pl.Int64), "amount", "tax", "total", "estimated",
         reads=pl.concat_str([pl.lit('{"reads": ['), pl.col("reads").fill_null(""), pl.lit("]}")]),
         # only bills with an apportioned share need the second document (null otherwise: parsed once)
         app=pl.when(pl.col("shares").is_not_null()).then(pl.concat_str([
@@ -879,8 +895,9 @@ def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id:
     t = lap("stage_lines", t)
     conn.execute(
         """INSERT INTO bill (id, company_id, run_id, account_id, period, period_start, period_end, consumption,
-                             amount, tax, total, due_date, estimated)
-           SELECT id, %s, %s, account_id, %s, %s, %s, consumption, amount, tax, total, %s, estimated FROM ml_bill""",
+                             apportioned, amount, tax, total, due_date, estimated)
+           SELECT id, %s, %s, account_id, %s, %s, %s, consumption, apportioned, amount, tax, total, %s, estimated
+             FROM ml_bill""",
         [company_id, run_id, period, p_start, p_end, due])
     t = lap("insert_bills", t)
     # a line's source: the rating's, its bill's reads and, on apportioned lines, the shares

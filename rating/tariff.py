@@ -30,7 +30,8 @@ with its file and key (:class:`meterline.errors.ConfigError`). The shape, with d
     prices = ["2.00", "3.38", "4.38"]   # tiered: yuan per m³, one per tier (len(thresholds) + 1)
     # price = "1.25"                    # ... or flat: one price for all volume
     # thresholds = ["10"]               # a component's own tiers (default: the version's)
-    # apportioned_price = "2.00"        # price of apportioned volume (default: first-tier price)
+    # apportioned_price = "2.00"        # price of apportioned volume (default: first-tier price);
+                                        #   flat: it takes no tier volume, nor annual year to date
     tax_rate = "0"                      # fraction: "0.09" is 9 %
     minimum = true                      # counts towards the minimum charge
     [versions.fixed]                    # optional: fixed charge per month by meter size

@@ -4,16 +4,18 @@ heating stopped and resumed (area-based heating charged for the heated days only
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Iterator
 
 import psycopg
 import pytest
 
 from meterline.config.settings import BillingSettings
+from meterline.ledger.bills import reverse_bill
 from meterline.rating import heating
 from meterline.rating.run import bill_run
 from meterline.rating.tariff import TariffBook
-from meterline.store import partitions
+from meterline.store import migrate, partitions
 from meterline.store.db import Database
 from tests.integration.rating.billkit import Utility, local, scoped_db
 
@@ -100,6 +102,92 @@ def test_annual_tiers_restart_inside_a_bill_and_count_its_new_year_part_later(co
     assert lines(conn, a, "2027-03") == [("water", 3, 30_000, 9000, "2027-01-01", None)]
 
 
+def kinds(conn: psycopg.Connection, account_id: int, period: str) -> list[tuple]:
+    return conn.execute(
+        """SELECT l.source->>'kind', l.tier, l.quantity, l.amount
+             FROM bill_line l JOIN bill b ON b.id = l.bill_id
+            WHERE b.account_id = %s AND b.period = %s AND b.status = 'issued' ORDER BY l.line_no""",
+        [account_id, period]).fetchall()
+
+
+def test_year_to_date_counts_the_volume_rated_on_standing_bills(conn: psycopg.Connection,
+                                                                app_db: Database) -> None:
+    """The year to date of annual tiers is the volume the earlier bills of the tariff year priced
+    in tiers: not a master meter the account holds (never part of its volume), not the
+    apportioned residual (priced on its own lines), not a reversed bill."""
+    u = Utility.create(conn)
+    u.book("W", cycle="M")
+    a = u.account("A", "W", tariff="water-annual")       # holds the master meter and one sub
+    b = u.account("B", "W", tariff="water-annual")       # the other sub
+    c = u.account("C", "W", tariff="water-annual")       # no tree: its January bill is reversed
+    u.meter("MM", "A", policy="by_consumption", digits=6)
+    u.meter("S1", "A", parent="MM")
+    u.meter("S2", "B", parent="MM")
+    u.meter("MC", "C")
+    for serial, values in {"MM": (0, 30_000, 60_000), "S1": (0, 8_000, 16_000), "S2": (0, 12_000, 24_000),
+                           "MC": (0, 15_000, 20_000)}.items():
+        for month, value in zip((1, 2, 3), values):
+            u.read(serial, local(2027, month, 1), value)
+    res = bill(app_db, u, "M", "2027-01")
+    assert res.bills == 3 and res.skips == []
+    # January: A's volume is its sub S1 (8 m³), not the master; the residual 30 − 8 − 12 = 10 m³
+    # goes 4 : 6 to A and B by consumption, on apportioned lines at the first-tier price
+    assert kinds(conn, a, "2027-01") == [("tier", 1, 8_000, 800), ("apportioned", None, 4_000, 400)]
+    assert kinds(conn, b, "2027-01") == [("tier", 1, 10_000, 1000), ("tier", 2, 2_000, 400),
+                                         ("apportioned", None, 6_000, 600)]
+    assert kinds(conn, c, "2027-01") == [("tier", 1, 10_000, 1000), ("tier", 2, 5_000, 1000)]
+    bill_c = conn.execute("SELECT id FROM bill WHERE account_id = %s AND period = '2027-01'", [c]).fetchone()[0]
+    with app_db.connection(company_id=u.company_id) as w:
+        reverse_bill(w, u.company_id, bill_c, reason="读数有误", day=D(2027, 4, 2))
+        w.commit()
+    bill(app_db, u, "M", "2027-02")
+    # February: A's year stands at 8 m³ (not 8 + 30 of the master, not 8 + 4 apportioned)
+    assert kinds(conn, a, "2027-02") == [("tier", 1, 2_000, 200), ("tier", 2, 6_000, 1200),
+                                         ("apportioned", None, 4_000, 400)]
+    # B's at 12 m³ (not 12 + 6 apportioned)
+    assert kinds(conn, b, "2027-02") == [("tier", 2, 8_000, 1600), ("tier", 3, 4_000, 1200),
+                                         ("apportioned", None, 6_000, 600)]
+    # C's January bill was reversed: nothing of the year is billed and standing, February starts at zero
+    assert kinds(conn, c, "2027-02") == [("tier", 1, 5_000, 500)]
+
+
+def test_apportioned_litres_recorded_on_the_bill_and_filled_in_for_older_bills(conn: psycopg.Connection,
+                                                                              app_db: Database) -> None:
+    """bill.apportioned (0640): written by the run; for bills written before 0640 the migration
+    fills it in from the apportioned lines, one per component and part of a split bill."""
+    u = Utility.create(conn)
+    u.book("W", cycle="B")
+    a = u.account("A", "W", tariff="water-annual")
+    b = u.account("B", "W", tariff="water-annual")
+    u.meter("MM", None, policy="equal", digits=6)
+    u.meter("S1", "A", parent="MM")
+    u.meter("S2", "B", parent="MM")
+    for serial, values in {"MM": (0, 50_001), "S1": (0, 20_000), "S2": (0, 10_000)}.items():
+        u.read(serial, local(2026, 12, 1), values[0])
+        u.read(serial, local(2027, 2, 1), values[1])
+    res = bill(app_db, u, "B", "2027-01")     # December–January: two parts, split at the year start
+    assert res.bills == 2
+    # residual 20,001 L shared equally: 10,001 to the earlier sub, 10,000 to the other
+    stored = dict(conn.execute("SELECT account_id, apportioned FROM bill WHERE account_id = ANY(%s)",
+                               [[a, b]]).fetchall())
+    assert stored == {a: 10_001, b: 10_000}
+    parts = conn.execute("""SELECT count(*) FROM bill_line l JOIN bill b ON b.id = l.bill_id
+                             WHERE b.account_id = %s AND l.source->>'kind' = 'apportioned'""", [a]).fetchone()[0]
+    assert parts == 2
+    # as if written before 0640: the migration's fill-in finds the same litres again
+    conn.execute("UPDATE bill SET apportioned = 0 WHERE account_id = ANY(%s)", [[a, b]])
+    sql = (Path(migrate.MIGRATIONS_DIR) / "0640_bill_apportioned.sql").read_text()
+    fill = next(s for s in sql.split(";") if s.strip().startswith("UPDATE bill"))
+    conn.execute(fill)
+    again = dict(conn.execute("SELECT account_id, apportioned FROM bill WHERE account_id = ANY(%s)",
+                              [[a, b]]).fetchall())
+    assert again == stored
+    # the database refuses more apportioned litres than the bill's consumption
+    with pytest.raises(psycopg.errors.CheckViolation):
+        with conn.transaction():
+            conn.execute("UPDATE bill SET apportioned = consumption + 1 WHERE account_id = %s", [a])
+
+
 def test_heating_charged_for_the_heated_days_only(conn: psycopg.Connection, app_db: Database) -> None:
     u = Utility.create(conn)
     u.book("H", cycle="M")
@@ -107,6 +195,8 @@ def test_heating_charged_for_the_heated_days_only(conn: psycopg.Connection, app_
     stopped = u.account("H2", "H", tariff="heat", area_m2="100.00")
     resumed = u.account("H3", "H", tariff="heat", area_m2="100.00")
     twice = u.account("H4", "H", tariff="heat", area_m2="100.00")
+    adjacent = u.account("H5", "H", tariff="heat", area_m2="100.00")
+    open_end = u.account("H6", "H", tariff="heat", area_m2="100.00")
     u.meter("HM1", "H1")  # a heat meter on one account: area-based accounts are billed with or without one
     u.read("HM1", local(2026, 12, 1), 0)
     u.read("HM1", local(2027, 1, 1), 0)
@@ -117,6 +207,10 @@ def test_heating_charged_for_the_heated_days_only(conn: psycopg.Connection, app_
         heating.resume_heating(c, u.company_id, f"{code}-H3", D(2026, 12, 21))
         heating.stop_heating(c, u.company_id, f"{code}-H4", D(2026, 12, 3), "repairs", resume_on=D(2026, 12, 5))
         heating.stop_heating(c, u.company_id, f"{code}-H4", D(2026, 12, 20), "repairs", resume_on=D(2026, 12, 22))
+        heating.stop_heating(c, u.company_id, f"{code}-H5", D(2026, 12, 3), "repairs", resume_on=D(2026, 12, 10))
+        heating.stop_heating(c, u.company_id, f"{code}-H5", D(2026, 12, 10), "away", resume_on=D(2026, 12, 15))
+        heating.stop_heating(c, u.company_id, f"{code}-H6", D(2026, 12, 3), "repairs", resume_on=D(2026, 12, 5))
+        heating.stop_heating(c, u.company_id, f"{code}-H6", D(2026, 12, 28), "moved out")
         with pytest.raises(heating.HeatingError, match="overlaps"):
             heating.stop_heating(c, u.company_id, f"{code}-H2", D(2027, 1, 5), "again")
         with pytest.raises(heating.HeatingError, match="not stopped"):
@@ -127,8 +221,14 @@ def test_heating_charged_for_the_heated_days_only(conn: psycopg.Connection, app_
     assert lines(conn, full, "2026-12") == [("heating", None, 10_000, 61488, None, "31")]   # 240000 × 31 / 121
     assert lines(conn, stopped, "2026-12") == [("heating", None, 10_000, 19835, None, "10")]  # 1–10 December
     assert lines(conn, resumed, "2026-12") == [("heating", None, 10_000, 21818, None, "11")]  # 21–31 December
-    # two stops in one period cannot be written as one stop and resume: skipped with the reason, not guessed
-    assert [(s.account_id, s.reason) for s in res.skips] == [(twice, "heating_suspensions")]
+    # several stops in one period: every one is taken off, and the account is billed
+    assert res.skips == [] and res.bills == 6
+    # 3–4 and 20–21 December off: 27 heated days
+    assert lines(conn, twice, "2026-12") == [("heating", None, 10_000, 53554, None, "27")]   # 240000 × 27 / 121
+    # 3–9 then 10–14 December (adjacent stops), as one stop 3–14: 19 heated days
+    assert lines(conn, adjacent, "2026-12") == [("heating", None, 10_000, 37686, None, "19")]
+    # 3–4 December, then from the 28th on (not resumed): 25 heated days
+    assert lines(conn, open_end, "2026-12") == [("heating", None, 10_000, 49587, None, "25")]
     # the database refuses deleting a suspension
     with pytest.raises(psycopg.Error):
         with conn.transaction():

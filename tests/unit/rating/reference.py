@@ -23,11 +23,37 @@ def months(days: int) -> int:
     return max(1, int(Fraction(days * 16, 487) + Fraction(1, 2)))
 
 
+def _suspensions(row: dict) -> list[tuple]:
+    """The row's heating suspensions (stop, resume), checked as the engine's contract says."""
+    out = []
+    stop, resume = row.get("heating_stop"), row.get("heating_resume")
+    if (stop is not None or resume is not None) and (stop is None or resume is None or resume > stop):
+        out.append((stop, resume))
+    stops, resumes = row.get("heating_stops"), row.get("heating_resumes")
+    if stops is not None or resumes is not None:
+        stops, resumes = stops or [], resumes or []
+        if len(stops) != len(resumes):
+            raise RatingError("uneven suspension lists")
+        for s, r in zip(stops, resumes):
+            if s is None and r is None:
+                raise RatingError("a suspension without dates")
+            if s is not None and r is not None and r <= s:
+                raise RatingError("resumes before its stop")
+            out.append((s, r))
+    far = dt.date.max
+    ranges = sorted((s or dt.date.min, (r - dt.timedelta(days=1)) if r else far) for s, r in out)
+    for (_, hi), (lo, _) in zip(ranges, ranges[1:]):
+        if lo <= hi:
+            raise RatingError("suspensions overlap")
+    return out
+
+
 def rate_one(book: TariffBook, row: dict, company: str | None = None) -> RefBill:
     tariff = book.get(row["tariff_id"], company)
     start, end = row["period_start"], row["period_end"]
     if end < start:
         raise RatingError("period end before start", tariff.id)
+    suspended = _suspensions(row)
     parts = []
     for version, p_from, p_to in tariff.versions_between(start, end):
         if version.basis != "annual":
@@ -129,12 +155,11 @@ def rate_one(book: TariffBook, row: dict, company: str | None = None) -> RefBill
                 raise RatingError("two seasons", tariff.id)
             if seasons and area > 0:
                 s_first, s_last = seasons[0]
-                stop, resume = row.get("heating_stop"), row.get("heating_resume")
                 heated = 0
                 day = max(s_first, p_from)
                 while day <= min(s_last, p_to):
-                    stopped = (stop is not None or resume is not None) and \
-                        (stop is None or day >= stop) and (resume is None or day < resume)
+                    stopped = any((stop is None or day >= stop) and (resume is None or day < resume)
+                                  for stop, resume in suspended)
                     heated += 0 if stopped else 1
                     day += dt.timedelta(days=1)
                 if heated > 0:

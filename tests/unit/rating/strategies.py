@@ -88,6 +88,17 @@ def bill_row(draw, tid: str = "t", row: int = 0, *, max_days: int = 70) -> dict:
     end = start + dt.timedelta(days=draw(st.integers(0, max_days)))
     stop = draw(st.none() | st.integers(-30, 120))
     resume = draw(st.none() | st.integers(-30, 120))
+    # more suspensions as lists (cut points in order: none overlap each other; adjacent ones
+    # share a day; the first may lack its stop, the last its resume), or none
+    cuts = sorted(draw(st.sets(st.integers(-30, 120), max_size=6)))
+    pairs = [(cuts[k], cuts[k + 1]) for k in range(0, len(cuts) - 1, draw(st.sampled_from([1, 2])))]
+    pairs = [p for p in pairs if draw(st.booleans())]
+    day = lambda k: None if k is None else start + dt.timedelta(days=k)  # noqa: E731
+    if pairs and draw(st.booleans()):
+        pairs[0] = (None, pairs[0][1])
+    if pairs and pairs[-1][0] is not None and draw(st.booleans()):
+        pairs[-1] = (pairs[-1][0], None)
+    listed = draw(st.booleans())
     return {
         "row": row, "tariff_id": tid, "period_start": start, "period_end": end,
         "volume": draw(st.integers(0, 600_000)),
@@ -101,4 +112,6 @@ def bill_row(draw, tid: str = "t", row: int = 0, *, max_days: int = 70) -> dict:
         "area_cm2": draw(st.integers(0, 2_000_000)),
         "heating_stop": None if stop is None else start + dt.timedelta(days=stop),
         "heating_resume": None if resume is None else start + dt.timedelta(days=resume),
+        "heating_stops": [day(a) for a, _ in pairs] if listed else None,
+        "heating_resumes": [day(b) for _, b in pairs] if listed else None,
     }

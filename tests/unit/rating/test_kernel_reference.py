@@ -18,7 +18,8 @@ from tests.unit.rating.strategies import bill_row, tariff_toml
 SCHEMA = {"row": pl.Int64, "tariff_id": pl.Utf8, "period_start": pl.Date, "period_end": pl.Date,
           "volume": pl.Int64, "apportioned": pl.Int64, "ytd": pl.Int64, "household_size": pl.Int16,
           "dwellings": pl.Int16, "meter_size": pl.Utf8, "area_cm2": pl.Int64, "heating_stop": pl.Date,
-          "heating_resume": pl.Date, "meter_sizes": pl.List(pl.Utf8)}
+          "heating_resume": pl.Date, "meter_sizes": pl.List(pl.Utf8), "heating_stops": pl.List(pl.Date),
+          "heating_resumes": pl.List(pl.Date)}
 
 
 def frame(rows: list[dict]) -> pl.DataFrame:
