@@ -180,7 +180,9 @@ def rate_segments(write,
                         min_sum += amt
                     if totals:  # (written out at every line: a helper taking the arrays costs refcounts)
                         tot += amt
-                        if tax_bill:
+                        if ppm == 0:  # no tax on this component (most water tariffs): nothing to add
+                            pass
+                        elif tax_bill:
                             seg_rate_amt[s, comp_slot[c]] += amt
                         else:
                             ltax += div_round(amt * ppm, TAX_DEN, rule)
@@ -220,7 +222,9 @@ def rate_segments(write,
                         min_sum += amt * comp_min[c]
                         if totals and line:
                             tot += amt
-                            if tax_bill:
+                            if ppm == 0:
+                                pass
+                            elif tax_bill:
                                 seg_rate_amt[s, comp_slot[c]] += amt
                             else:
                                 ltax += div_round(amt * ppm, TAX_DEN, rule)
