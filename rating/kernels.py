@@ -220,7 +220,7 @@ def rate_segments(write,
                         p = prices[comp_poff[c] + j]
                         amt = div_round(q * p, VOLUME_DEN, rule)
                         min_sum += amt * comp_min[c]
-                        if totals and line:
+                        if totals:  # an empty tier adds 0: no branch on the tier hit
                             tot += amt
                             if ppm == 0:
                                 pass
