@@ -7,10 +7,13 @@ import json
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from meterline.rating.engine import BILL_SCHEMA, LINE_SCHEMA, rate
 from meterline.rating.errors import RatingError
 from meterline.rating.kernels import div_round as kernel_div_round
+from meterline.rating.kernels import floor_div
 from meterline.rating.money import div_round, format_m3, format_money, format_price, largest_remainder, \
     m3_to_litres, price_units, tax_ppm, MoneyFormatError
 from meterline.rating.tariff import TariffBook
@@ -190,3 +193,10 @@ def test_limits_that_keep_int64_exact() -> None:
     assert reasons[2].startswith("volume above 5,000,000 m³") and reasons[3] == "more than 100 persons"
     # the largest bill allowed prices exactly: 5 million m³ in tier 2 at 3.00 and sewage at 1.00
     assert rated.bills["amount"].to_list() == [10 * 200 + 4_999_990 * 300 + 5_000_000 * 100]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.integers(0, 2**63 - 1), st.integers(0, 10**12)), st.integers(1, 2**31))
+def test_floor_div_by_reciprocal_is_exact(a, d) -> None:
+    assert floor_div(a, d, 1.0 / d) == a // d
+    assert floor_div(a - a % d, d, 1.0 / d) == a // d  # exact multiples: the estimate may land one above
