@@ -12,9 +12,10 @@ Figures, each the median of ``--repeat`` runs, in meters (bills) per second:
 * **kernel**: :func:`meterline.rating.kernels.rate_segments`, both passes (count the lines of
   every bill, then write them: component, tier, quantity, unit price, amount, tax rate);
 * **kernel (bill amounts and tax)**: the same kernel's bills-only pass (every line's amount and
-  tax computed and rounded as when written, summed per bill; no line table) and
-  :func:`meterline.rating.kernels.finish_totals` — what the issue's kernel target (all components,
-  household adjustment, proration; ≥ 30 M meters/s) measures;
+  tax computed and rounded as when written, summed per bill; no line table), as
+  ``rate(lines=False)`` runs it (here a segment per bill and tax per line, so
+  :func:`meterline.rating.kernels.finish_totals` has nothing to add) — what the issue's kernel
+  target (all components, household adjustment, proration; ≥ 30 M meters/s) measures;
 * **rate()**: :func:`meterline.rating.engine.rate` from a polars frame to the lines and bills
   frames (grouping, version split, tax, line numbers, the ``source`` JSON column), and
   ``rate(lines=False)`` to the bills frame (the billing run's dry run);
@@ -108,20 +109,18 @@ def _run_kernel(params: tuple, segs: tuple) -> list[np.ndarray]:
 
 
 def run_totals(params: tuple, segs: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """The bills-only pass: every line's amount and tax computed and summed per bill, no line table."""
+    """The bills-only pass as rate(lines=False) runs it: every line's amount and tax computed and
+    summed per bill, no line table, no line counts (a segment per bill and tax per line: the
+    segments' sums are the bills')."""
     n = len(segs[0])
     with kernels.chunked():
-        counts = np.empty(n, dtype=np.int64)
         totals = (np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64), np.zeros((0, 0), dtype=np.int64))
-        kernels.rate_segments(False, *params, *segs, counts, counts, *totals, *(np.zeros(0, t) for t in KINDS))
-        amount, tax = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
-        rule = np.full(n, params[1], dtype=np.int64)
-        kernels.finish_totals(np.arange(n + 1, dtype=np.int64), *totals, np.zeros(1, dtype=np.int64),
-                              np.zeros(n, dtype=np.int64), rule, amount, tax)
-    return amount, tax
+        kernels.rate_segments(False, *params, *segs, NO_COUNTS, NO_COUNTS, *totals, *(np.zeros(0, t) for t in KINDS))
+    return totals[0], totals[1]
 
 
 KINDS = (np.int64, np.int32, np.int16, np.int64, np.int64, np.int64, np.int32, np.int8)
+NO_COUNTS = np.zeros(0, dtype=np.int64)
 NO_TOTALS = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.int64))
 
 

@@ -355,7 +355,7 @@ def rate(book: TariffBook, frame: pl.DataFrame, *, company: str | None = None,
         order, bounds = _by_version(seg_version, len(reg.versions))
         rates = _tax_rates(reg)
         params = [_version_params(reg, v, fixed_lut.get(v, empty), rates) for v in range(len(reg.versions))]
-        seg_counts = np.zeros(S, dtype=np.int64)
+        seg_counts = np.zeros(S if lines else 0, dtype=np.int64)  # the bills-only pass counts nothing
         # the counting pass gets empty outputs of the writing pass's types: one compiled kernel for both
         no_out = (empty, np.zeros(0, np.int32), np.zeros(0, np.int16), empty, empty, empty, np.zeros(0, np.int32),
                   np.zeros(0, np.int8))
@@ -371,11 +371,14 @@ def rate(book: TariffBook, frame: pl.DataFrame, *, company: str | None = None,
                 kernels.rate_segments(False, *params[v], idx, seg_row, seg_gs, *row_in.values(), seg_heat, *part_in,
                                       seg_counts, seg_counts, *(no_totals if lines else totals), *no_out)
         if not lines:
-            row_seg = np.zeros(n + 1, dtype=np.int64)
-            np.cumsum(np.bincount(seg_row, minlength=n), out=row_seg[1:])
-            bill_amount = np.zeros(n, dtype=np.int64)
-            bill_tax = np.zeros(n, dtype=np.int64)
-            kernels.finish_totals(row_seg, *totals, rates, g_taxbill[gidx], g_rule[gidx], bill_amount, bill_tax)
+            if S == n and not bad.any() and not totals[2].size:
+                bill_amount, bill_tax = totals[0], totals[1]  # a segment per row and tax per line: the bills' own
+            else:
+                row_seg = np.zeros(n + 1, dtype=np.int64)
+                np.cumsum(np.bincount(seg_row, minlength=n), out=row_seg[1:])
+                bill_amount = np.zeros(n, dtype=np.int64)
+                bill_tax = np.zeros(n, dtype=np.int64)
+                kernels.finish_totals(row_seg, *totals, rates, g_taxbill[gidx], g_rule[gidx], bill_amount, bill_tax)
             return _rated(pl.DataFrame(schema=LINE_SCHEMA), row_key, bad, volume, apportioned, bill_amount,
                           bill_tax, errors)
         seg_off = np.zeros(S + 1, dtype=np.int64)

@@ -130,8 +130,8 @@ def rate_segments(write,
     """Count (``write`` False: into ``counts``) or write (at ``offsets``) the lines of the segments
     ``seg_ids`` of one tariff version. See the module docstring for the formulas.
 
-    Totals (``write`` False and ``seg_amt`` not empty): every line's amount is computed as when
-    writing, and summed per segment into ``seg_amt``; its tax goes, per line (``tax_bill`` 0),
+    Totals (``write`` False and ``seg_amt`` not empty; ``counts`` is not written): every line's
+    amount is computed as when writing, and summed per segment into ``seg_amt``; its tax goes, per line (``tax_bill`` 0),
     rounded into ``seg_tax``, or per bill (``tax_bill`` 1), unrounded by rate into
     ``seg_rate_amt[s, slot]`` (the slot of a line's rate: ``comp_slot[c]``, ``fixed_slot``,
     ``min_slot``, ``heat_slot``) for :func:`finish_totals`."""
@@ -348,7 +348,7 @@ def rate_segments(write,
                     out_ppm[pos] = min_ppm
                     out_kind[pos] = K_MINIMUM
                 pos += 1
-        if not write:
+        if not write and not totals:
             counts[s] = pos - start
         if totals:
             seg_amt[s] = tot
