@@ -9,8 +9,9 @@ spans ``billing.cycle_months[cycle]`` months, default 1), in one transaction:
    company-local midnight after the period's last day — within ``billing.closing_before_days``
    before it or ``closing_after_days`` after it; on a tie the real read wins over an estimate
    (VEE's estimates stand exactly at the boundary). The *opening read* is the closing read of
-   the meter's latest earlier billed period (``meter_period_read``), so nothing is billed twice
-   or skipped; for a meter never billed: the effective read nearest the period start (same
+   the meter's latest earlier billed period (``meter_period_read``; of that period's latest
+   revision: a re-bill's, not the reversed bill's), so nothing is billed twice or skipped; for a
+   meter never billed: the effective read nearest the period start (same
    window), else the initial register of a device installed in the period, else the first read
    inside the period.
 2. **Consumption** between the two reads with :mod:`meterline.store.consumption` (multiplier,
@@ -42,9 +43,34 @@ spans ``billing.cycle_months[cycle]`` months, default 1), in one transaction:
    over the company's ids, have their reads probed per meter by key (:func:`meter_reads`).
 
 **Idempotent** by (company, cycle, period): the run is one ``billing_run`` row; accounts that
-already have a bill in it are not billed again, so re-running changes nothing (an account
-skipped before is billed when its reads have arrived). ``dry_run=True`` computes everything,
-writes nothing and reports the difference against what is billed. Accounts are processed in
+already have a bill in it that stands (status ``issued``) are not billed again, so re-running
+changes nothing (an account skipped before is billed when its reads have arrived). No run bills
+an account whose bill of the period stands in another run (``billed_in_other_run``), and the
+database holds one standing bill per account and period (0650).
+
+**Billing again after a reversal (补开 after 红冲).** An account whose bill of the period was
+reversed (``ledger.bills.reverse_bill``) and that has no standing bill of it is billed again
+only when asked, ``rebill=True`` (``meterline bill run --rebill``): a plain re-run skips it
+(``reversed``), so a bill reversed for good (billed in error, the customer had moved out) is
+never re-issued by a re-run done for other accounts. The re-bill belongs to the run of the
+account's cycle for the period (usually the run of the reversed bill), reads the reads as they
+are now (a corrected or supervisor-entered read, VEE's review), is rated like any bill and
+posted; ``bill.replaces`` names the reversed bill, which stays with its lines and its period
+reads, so the ledger shows the bill, its reversal and the new bill. Its period reads are the
+next ``revision`` of the meter's period; the next period opens from them. Two guards keep
+"nothing billed twice or skipped" per meter: a meter whose period read stands (another
+account's bill, a master meter) is not billed again (``meter_billed``); and when a later
+period's standing bill opened from another read than the one this period now closes at (the
+closing read was corrected after the next period was billed), the account waits
+(``billed_later``) until that bill is reversed too and the periods are billed again in order. A
+bill reversed for something other than its reads (tariff, household size) is billed again while
+the next period's bill stands: that bill opened where it closes. A reversed bill not billed again
+still ends its period for the next one (its closing read opens the next period), and its litres
+are billed by its re-bill. The apportionment of a master–sub tree stored for the period is kept:
+a re-bill gets the share stored (correcting a tree's reads does not re-apportion it).
+
+``dry_run=True`` computes everything, writes nothing and reports the difference against what
+is billed (a re-bill: a new bill, compared with the reversed bill it replaces). Accounts are processed in
 shards of whole meter books (``billing.shard_accounts``) so memory stays bounded.
 """
 
@@ -525,7 +551,9 @@ def bill_run(conn: psycopg.Connection, company_id: int, cycle: str, period: str,
     ``conn`` must be in the company's scope (or a role that sees its rows); the run is one
     transaction (a savepoint inside the caller's). ``books``: only these meter book codes.
     ``progress(stage, done, total)`` is called as shards finish. ``day``: the ledger's booking
-    day (default: the company's today).
+    day (default: the company's today). ``rebill``: also bill again the accounts whose bill of
+    the period was reversed (补开; see the module doc), in one transaction or in parallel shards
+    alike.
 
     **Parallel** (``db`` given, ``billing.workers`` > 1, the run has several shards, ``conn`` not
     inside a transaction, not a dry run): the run, its apportionment and alerts are committed
