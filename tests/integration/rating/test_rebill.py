@@ -86,12 +86,16 @@ def test_reversed_bill_is_billed_again_on_the_corrected_read(conn: psycopg.Conne
     assert old_cons == 12_500
     reversal_entry = reverse(app_db, util, old_id)
     correct_m1(conn, util)
+    # A11 (book B2) is reversed too, for a reason other than its reads: two books, two shards
+    a11_id, _, a11_total, _, _ = bill_of(conn, util, "A11")
+    reverse(app_db, util, a11_id, reason="household size was wrong")
 
     # a plain re-run does not bill a reversed account again: it says why
     plain = run(app_db, util, settings=settings)
-    assert plain.bills == 0 and plain.already_billed == 9
+    assert plain.bills == 0 and plain.already_billed == 8
     assert sorted((s.account_id, s.reason) for s in plain.skips) == sorted(
-        [(util.accounts["A1"], "reversed"), (util.accounts["A10"], "no_closing_read")])
+        [(util.accounts["A1"], "reversed"), (util.accounts["A11"], "reversed"),
+         (util.accounts["A10"], "no_closing_read")])
     assert conn.execute("SELECT reason FROM billing_run_skip WHERE account_id = %s",
                         [util.accounts["A1"]]).fetchone() == ("reversed",)
 
@@ -100,11 +104,15 @@ def test_reversed_bill_is_billed_again_on_the_corrected_read(conn: psycopg.Conne
     dry = run(app_db, util, dry_run=True, rebill=True)
     assert snapshot(conn) == before
     assert [(c.account_id, c.bill_id, c.replaces, c.consumption_billed, c.consumption_now, c.total_billed)
-            for c in dry.changes] == [(util.accounts["A1"], None, old_id, 12_500, 15_000, old_total)]
-    assert dry.unchanged == 9
+            for c in dry.changes] == [(util.accounts["A1"], None, old_id, 12_500, 15_000, old_total),
+                                      (util.accounts["A11"], None, a11_id, 5_000, 5_000, a11_total)]
+    assert dry.unchanged == 8 and dry.rebilled == 2
 
     res = run(app_db, util, settings=settings, rebill=True)
-    assert res.bills == 1 and res.posted == 1 and res.run_id == run_id and res.already_billed == 9
+    assert res.bills == 2 and res.rebilled == 2 and res.posted == 2 and res.run_id == run_id
+    assert res.already_billed == 8
+    assert (res.shards, res.workers) == ((2, 2) if settings is PARALLEL else (1, 1))   # the re-bills in shards
+    assert bill_of(conn, util, "A11")[1:4] == (5_000, a11_total, a11_id)
     assert [s.reason for s in res.skips] == ["no_closing_read"]
     new_id, new_cons, new_total, replaces, new_run = bill_of(conn, util, "A1")
     assert (new_cons, replaces, new_run) == (15_000, old_id, run_id) and new_id != old_id
@@ -113,8 +121,9 @@ def test_reversed_bill_is_billed_again_on_the_corrected_read(conn: psycopg.Conne
     assert bill_of(conn, util, "A1", status="reversed")[:3] == (old_id, old_cons, old_total)
     got = lines_of(conn, util)
     assert sorted(got["A1"], key=repr) == sorted(EXPECTED["A1"] + A1_CORRECTED, key=repr)
-    assert {k: sorted(v, key=repr) for k, v in got.items() if k != "A1"} == {
-        k: sorted(v, key=repr) for k, v in EXPECTED.items() if k != "A1"}
+    assert sorted(got["A11"], key=repr) == sorted(EXPECTED["A11"] * 2, key=repr)
+    assert {k: sorted(v, key=repr) for k, v in got.items() if k not in ("A1", "A11")} == {
+        k: sorted(v, key=repr) for k, v in EXPECTED.items() if k not in ("A1", "A11")}
     # the ledger shows the bill, its reversal and the new bill; the account owes the new bill only
     entries = conn.execute(
         """SELECT kind, ref_id, idempotency_key, reverses_id FROM journal_entry
