@@ -29,6 +29,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     r.add_argument("--period", required=True, metavar="YYYY-MM", help="the period's last month")
     r.add_argument("--books", nargs="+", metavar="BOOK", help="only these meter books")
     r.add_argument("--dry-run", action="store_true", help="write nothing; show the difference against what is billed")
+    r.add_argument("--rebill", action="store_true",
+                   help="also bill again (补开) the accounts whose bill of the period was reversed (红冲)")
     e = sub.add_parser("explain", help="how a bill came about: reads, consumption, apportionment, lines")
     e.add_argument("bill", type=int, help="bill id")
     h = sub.add_parser("heating", help="heating stopped / resumed for an account (area-based heating: heated days only)")
@@ -56,6 +58,8 @@ def _summary(ctx: Context, code: str, res: BillRunResult) -> None:
     t.add_row("accounts looked at", f"{res.accounts:,}")
     t.add_row("billed before this run started", f"{res.already_billed:,}")
     t.add_row("bills" + (" computed" if res.dry_run else " written"), f"{res.bills:,}")
+    if res.rebilled:
+        t.add_row("  of them billing a reversed bill again", f"{res.rebilled:,}")
     t.add_row("consumption (m³)", f"{res.consumption / 1000:,.3f}")
     t.add_row("amount", money(res.amount))
     t.add_row("tax", money(res.tax))
@@ -76,14 +80,16 @@ def _summary(ctx: Context, code: str, res: BillRunResult) -> None:
     if res.dry_run:
         new = [x for x in res.changes if x.bill_id is None]
         changed = [x for x in res.changes if x.bill_id is not None]
-        c.print(f"against what is billed: {len(new):,} new bill(s), {len(changed):,} different, "
+        again = sum(1 for x in new if x.replaces is not None)
+        c.print(f"against what is billed: {len(new):,} new bill(s)"
+                + (f" ({again:,} billing a reversed bill again)" if again else "") + f", {len(changed):,} different, "
                 f"{res.unchanged:,} the same")
         if res.changes:
             d = Table(title="differences (first 20)")
             for col in ("account id", "bill", "consumption billed", "consumption now", "total billed", "total now"):
                 d.add_column(col, justify="right")
             for x in res.changes[:20]:
-                d.add_row(str(x.account_id), str(x.bill_id or "new"),
+                d.add_row(str(x.account_id), str(x.bill_id or (f"new, replaces {x.replaces}" if x.replaces else "new")),
                           "" if x.consumption_billed is None else f"{x.consumption_billed:,}", f"{x.consumption_now:,}",
                           "" if x.total_billed is None else money(x.total_billed), money(x.total_now))
             c.print(d)
@@ -104,7 +110,7 @@ def _run(ctx: Context, args: argparse.Namespace) -> int:
         with ctx.scoped() as conn:
             res = bill_run(conn, company.id, args.cycle, args.period, books=args.books, dry_run=args.dry_run,
                            progress=report, tariffs=tariffs, settings=ctx.settings.billing, created_by=ctx.login,
-                           db=ctx.db)
+                           db=ctx.db, rebill=args.rebill)
             conn.commit()
     _summary(ctx, company.code, res)
     return 0

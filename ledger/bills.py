@@ -200,7 +200,10 @@ def reverse_bill(conn: psycopg.Connection, company_id: int, bill_id: int, *, rea
 
     The bill and its late fees leave the receivable; what customers had paid on them becomes
     prepaid credit (and is applied to their other open items); waivers on them are undone.
-    A bill with written-off items is refused (recover the debt first).
+    A bill with written-off items is refused (recover the debt first). The bill stays, status
+    ``reversed``; billing the period again (补开) is the billing run's, asked for explicitly
+    (``rating.run.bill_run(..., rebill=True)``, ``meterline bill run --rebill``): the new bill
+    names this one in ``bill.replaces``.
     """
     if not reason or not reason.strip():
         raise LedgerError("a reversal needs a reason")

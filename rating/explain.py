@@ -5,7 +5,8 @@ of every meter, where the opening came from, whether a read was estimated, the c
 how it was derived), its apportionment (``apportionment`` / ``apportionment_share``: the master
 meter, the residual, the policy, the weight and the share) and its lines (component, tier,
 quantity, unit price, amount, tax, tariff version, the part of a split period).
-:func:`render` turns it into lines of text. Reads only; the session's scope decides which bills
+:func:`render` turns it into lines of text. A bill that bills a reversed bill's period again
+(``bill.replaces``, 0650) says which bill it replaces; a reversed bill billed again says by which. Reads only; the session's scope decides which bills
 it can see.
 """
 
@@ -35,7 +36,8 @@ def explain_bill(conn: psycopg.Connection, bill_id: int) -> BillExplanation:
     with conn.cursor(row_factory=dict_row) as cur:
         bill = cur.execute(
             """SELECT b.*, a.code AS account, a.address, a.tariff_id, a.household_size, c.timezone,
-                      r.cycle, mb.code AS book
+                      r.cycle, mb.code AS book,
+                      (SELECT n.id FROM bill n WHERE n.replaces = b.id) AS replaced_by
                  FROM bill b JOIN account a ON a.id = b.account_id JOIN company c ON c.id = b.company_id
                  JOIN billing_run r ON r.id = b.run_id LEFT JOIN meter_book mb ON mb.id = a.book_id
                 WHERE b.id = %s""", [bill_id]).fetchone()
@@ -92,6 +94,10 @@ def render(e: BillExplanation) -> list[str]:
     out = [f"Bill {b['id']} — account {b['account']} ({b['address']}), period {b['period']} "
            f"({b['period_start']} to {b['period_end']}), cycle {b['cycle']}, book {b['book'] or '-'}",
            f"  tariff {b['tariff_id']}, household of {b['household_size']}; due {b['due_date']}; status {b['status']}"]
+    if b.get("replaces"):
+        out.append(f"  bills the period again: replaces bill {b['replaces']}, which was reversed (红冲)")
+    if b.get("replaced_by"):
+        out.append(f"  reversed (红冲) and billed again as bill {b['replaced_by']}")
     out.append("Reads:")
     if not e.reads:
         out.append("  (no meter reads recorded for this bill)")

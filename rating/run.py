@@ -9,8 +9,9 @@ spans ``billing.cycle_months[cycle]`` months, default 1), in one transaction:
    company-local midnight after the period's last day — within ``billing.closing_before_days``
    before it or ``closing_after_days`` after it; on a tie the real read wins over an estimate
    (VEE's estimates stand exactly at the boundary). The *opening read* is the closing read of
-   the meter's latest earlier billed period (``meter_period_read``), so nothing is billed twice
-   or skipped; for a meter never billed: the effective read nearest the period start (same
+   the meter's latest earlier billed period (``meter_period_read``; of that period's latest
+   revision: a re-bill's, not the reversed bill's), so nothing is billed twice or skipped; for a
+   meter never billed: the effective read nearest the period start (same
    window), else the initial register of a device installed in the period, else the first read
    inside the period.
 2. **Consumption** between the two reads with :mod:`meterline.store.consumption` (multiplier,
@@ -42,9 +43,34 @@ spans ``billing.cycle_months[cycle]`` months, default 1), in one transaction:
    over the company's ids, have their reads probed per meter by key (:func:`meter_reads`).
 
 **Idempotent** by (company, cycle, period): the run is one ``billing_run`` row; accounts that
-already have a bill in it are not billed again, so re-running changes nothing (an account
-skipped before is billed when its reads have arrived). ``dry_run=True`` computes everything,
-writes nothing and reports the difference against what is billed. Accounts are processed in
+already have a bill in it that stands (status ``issued``) are not billed again, so re-running
+changes nothing (an account skipped before is billed when its reads have arrived). No run bills
+an account whose bill of the period stands in another run (``billed_in_other_run``), and the
+database holds one standing bill per account and period (0650).
+
+**Billing again after a reversal (补开 after 红冲).** An account whose bill of the period was
+reversed (``ledger.bills.reverse_bill``) and that has no standing bill of it is billed again
+only when asked, ``rebill=True`` (``meterline bill run --rebill``): a plain re-run skips it
+(``reversed``), so a bill reversed for good (billed in error, the customer had moved out) is
+never re-issued by a re-run done for other accounts. The re-bill belongs to the run of the
+account's cycle for the period (usually the run of the reversed bill), reads the reads as they
+are now (a corrected or supervisor-entered read, VEE's review), is rated like any bill and
+posted; ``bill.replaces`` names the reversed bill, which stays with its lines and its period
+reads, so the ledger shows the bill, its reversal and the new bill. Its period reads are the
+next ``revision`` of the meter's period; the next period opens from them. Two guards keep
+"nothing billed twice or skipped" per meter: a meter whose period read stands (another
+account's bill, a master meter) is not billed again (``meter_billed``); and when a later
+period's standing bill opened from another read than the one this period now closes at (the
+closing read was corrected after the next period was billed), the account waits
+(``billed_later``) until that bill is reversed too and the periods are billed again in order. A
+bill reversed for something other than its reads (tariff, household size) is billed again while
+the next period's bill stands: that bill opened where it closes. A reversed bill not billed again
+still ends its period for the next one (its closing read opens the next period), and its litres
+are billed by its re-bill. The apportionment of a master–sub tree stored for the period is kept:
+a re-bill gets the share stored (correcting a tree's reads does not re-apportion it).
+
+``dry_run=True`` computes everything, writes nothing and reports the difference against what
+is billed (a re-bill: a new bill, compared with the reversed bill it replaces). Accounts are processed in
 shards of whole meter books (``billing.shard_accounts``) so memory stays bounded.
 """
 
@@ -95,6 +121,10 @@ SKIP_REASONS = {
     "negative_consumption": "consumption in the period is negative (reverse flow)",
     "installation_history": "the meter's installation history has a removed device without a final register",
     "billed_in_other_run": "already billed for this period by another run",
+    "reversed": "the account's bill of this period was reversed (红冲): bill it again with rebill (--rebill)",
+    "meter_billed": "a meter of the account is billed for this period on a bill that stands",
+    "billed_later": "a later bill that stands opened from another read than this period's closing read: "
+                    "reverse it too and bill again in period order",
     "tariff": "the tariff cannot rate this account",
 }
 
@@ -122,6 +152,7 @@ class BillChange:
     consumption_now: int
     total_billed: int | None
     total_now: int
+    replaces: int | None = None  # a re-bill: the reversed bill it bills again (billed figures are that bill's)
 
 
 @dataclass
@@ -139,6 +170,7 @@ class BillRunResult:
     accounts: int = 0                 # accounts of the cycle looked at (not billed before)
     already_billed: int = 0           # accounts of the cycle with a bill in this run before it started
     bills: int = 0                    # bills written (dry run: that would be written)
+    rebilled: int = 0                 # of them, bills that bill a reversed bill again (rebill=True)
     consumption: int = 0              # litres billed
     amount: int = 0                   # minor units before tax
     tax: int = 0
@@ -176,7 +208,7 @@ class BillRunResult:
 
     def merge(self, shard: "BillRunResult") -> None:
         """Add what one shard of the run did (parallel runs)."""
-        for name in ("bills", "consumption", "amount", "tax", "total", "estimated", "posted", "apportioned"):
+        for name in ("bills", "rebilled", "consumption", "amount", "tax", "total", "estimated", "posted", "apportioned"):
             setattr(self, name, getattr(self, name) + getattr(shard, name))
         self.skips.extend(shard.skips)
         for name, seconds in shard.timings.items():
@@ -240,7 +272,7 @@ SELECT s.id AS meter_id, p.ts, p.value, p.estimated
   FROM ml_bill_meter s CROSS JOIN LATERAL (
        SELECT {_US.format(c="p.closing_ts")} AS ts, p.closing_value AS value, p.closing_estimated AS estimated
          FROM meter_period_read p WHERE p.meter_id = s.id AND p.period < %(period)s
-        ORDER BY p.period DESC LIMIT 1) p"""
+        ORDER BY p.period DESC, p.revision DESC LIMIT 1) p"""
 
 _INSTALLS_EACH = f"""
 SELECT s.id AS meter_id, i.installed, i.initial, i.removed, i.final
@@ -254,7 +286,19 @@ SELECT DISTINCT ON (p.meter_id) p.meter_id, {_US.format(c="p.closing_ts")} AS ts
        p.closing_estimated AS estimated
   FROM meter_period_read p JOIN ml_bill_meter s ON s.id = p.meter_id
  WHERE p.period < %(period)s AND p.meter_id BETWEEN %(lo)s AND %(hi)s
- ORDER BY p.meter_id, p.period DESC"""
+ ORDER BY p.meter_id, p.period DESC, p.revision DESC"""
+
+# the meters' period reads of this period and later ones (none, usually): a revision of this period
+# comes after them; one whose bill stands (or that no bill holds: a master meter) means the meter
+# is billed for the period; the first later period's standing read must open where this one closes
+_THIS_AND_LATER = f"""
+SELECT p.meter_id, p.period, p.revision, {_US.format(c="p.opening_ts")} AS ts, p.opening_value AS value,
+       (p.bill_id IS NULL OR b.status = 'issued') AS standing
+  FROM meter_period_read p JOIN ml_bill_meter s ON s.id = p.meter_id
+  LEFT JOIN bill b ON b.id = p.bill_id
+ WHERE p.period >= %(period)s AND p.meter_id BETWEEN %(lo)s AND %(hi)s"""
+_LATER_SCHEMA = {"meter_id": pl.Int64, "period": pl.Utf8, "revision": pl.Int16, "ts": pl.Int64, "value": pl.Int64,
+                 "standing": pl.Boolean}
 
 _FALLBACK = f"""
 SELECT s.id AS meter_id, coalesce(b.ts, f.ts) AS ts, coalesce(b.value, f.value) AS value,
@@ -312,6 +356,7 @@ def meter_reads(conn: psycopg.Connection, meters: pl.DataFrame, period: str, sta
         extra="AND NOT EXISTS (SELECT 1 FROM meter_period_read p WHERE p.meter_id = s.id AND p.period < %(period)s)"),
         {"b": start_b, "wb": wb, "wa": wa, "period": period, **ids}, _READ_SCHEMA)
     inst = query_frame(conn, installs, ids, _INST_SCHEMA).sort("meter_id", "installed")
+    later = query_frame(conn, _THIS_AND_LATER, {"period": period, **ids}, _LATER_SCHEMA)
 
     # a device removed without a final register (and not the last one) breaks the history
     bad = (inst.with_columns(last=pl.col("installed").rank("ordinal", descending=True).over("meter_id") == 1)
@@ -368,7 +413,27 @@ def meter_reads(conn: psycopg.Connection, meters: pl.DataFrame, period: str, sta
         sel = (out["has_close"] & out["has_open"] & ~out["bad_history"]).to_numpy()
         cons[sel] = c
         kind[sel] = k
-    return out.with_columns(consumption=pl.Series(cons), kind=pl.Series(kind))
+    return _revisions(out.with_columns(consumption=pl.Series(cons), kind=pl.Series(kind)), later, period)
+
+
+def _revisions(out: pl.DataFrame, later: pl.DataFrame, period: str) -> pl.DataFrame:
+    """Add ``revision`` (of the meter's period read to write: one after those of the period
+    already there, reversed ones), ``billed_now`` (a read of the period stands) and
+    ``billed_later`` (the first later period's standing read does not open at this period's
+    closing read: billing it would bill litres twice or leave some out) to ``out``."""
+    now = (later.filter(pl.col("period") == period).group_by("meter_id")
+           .agg(revision=(pl.col("revision").max() + 1).cast(pl.Int16), billed_now=pl.col("standing").any()))
+    nxt = (later.filter((pl.col("period") > period) & pl.col("standing"))
+           .sort("meter_id", "period", pl.col("revision"), descending=[False, False, True])
+           .unique("meter_id", keep="first")
+           .select("meter_id", pl.col("ts").alias("next_ts"), pl.col("value").alias("next_value")))
+    return (out.join(now, on="meter_id", how="left", maintain_order="left")
+            .join(nxt, on="meter_id", how="left", maintain_order="left")
+            .with_columns(revision=pl.col("revision").fill_null(0), billed_now=pl.col("billed_now").fill_null(False),
+                          billed_later=(pl.col("next_ts").is_not_null() & pl.col("has_close")
+                                        & ((pl.col("next_ts") != pl.col("close_ts"))
+                                           | (pl.col("next_value") != pl.col("close_value")))).fill_null(False))
+            .drop("next_ts", "next_value"))
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -376,21 +441,28 @@ def meter_reads(conn: psycopg.Connection, meters: pl.DataFrame, period: str, sta
 _ACCOUNTS = """
 SELECT a.id AS account_id, a.book_id, b.code AS book, a.tariff_id, a.household_size, a.dwellings,
        (a.floor_area_m2 * 100)::bigint AS area_cm2, ms.sizes AS meter_sizes,
-       x.run_id IS NOT NULL AS billed, o.account_id IS NOT NULL AS other_run
+       x.run_id IS NOT NULL AS billed, o.account_id IS NOT NULL AS other_run, rv.id AS replaces
   FROM account a JOIN meter_book b ON b.id = a.book_id
   LEFT JOIN (SELECT m.account_id, string_agg(coalesce(m.size, ''), ',' ORDER BY m.id) AS sizes FROM meter m
               WHERE m.status = 'active' AND m.account_id IS NOT NULL GROUP BY m.account_id) ms
          ON ms.account_id = a.id
-  LEFT JOIN (SELECT DISTINCT account_id, run_id FROM bill WHERE run_id = %(run)s) x ON x.account_id = a.id
+  LEFT JOIN (SELECT DISTINCT account_id, run_id FROM bill WHERE run_id = %(run)s AND status = 'issued') x
+         ON x.account_id = a.id
   LEFT JOIN (SELECT DISTINCT account_id FROM bill WHERE period = %(period)s AND status = 'issued'
                 AND run_id IS DISTINCT FROM %(run)s) o ON o.account_id = a.id
+  -- the latest reversed bill of the period (any run), of an account without a bill that stands
+  LEFT JOIN (SELECT DISTINCT ON (r.account_id) r.account_id, r.id FROM bill r
+              WHERE r.period = %(period)s AND r.status = 'reversed'
+                AND NOT EXISTS (SELECT 1 FROM bill i WHERE i.account_id = r.account_id AND i.period = r.period
+                                   AND i.status = 'issued')
+              ORDER BY r.account_id, r.id DESC) rv ON rv.account_id = a.id
  WHERE b.cycle = %(cycle)s AND a.status = 'active' AND a.opened_on <= %(end)s
    AND (%(books)s::text[] IS NULL OR b.code = ANY(%(books)s::text[]))
  ORDER BY b.code, a.id"""
 
 _ACCOUNT_SCHEMA = {"account_id": pl.Int64, "book_id": pl.Int64, "book": pl.Utf8, "tariff_id": pl.Utf8,
                    "household_size": pl.Int16, "dwellings": pl.Int16, "area_cm2": pl.Int64, "meter_sizes": pl.Utf8,
-                   "billed": pl.Boolean, "other_run": pl.Boolean}
+                   "billed": pl.Boolean, "other_run": pl.Boolean, "replaces": pl.Int64}
 
 _TREE = """
 SELECT m.id AS meter_id, coalesce(m.parent_meter_id, -1) AS parent, coalesce(m.account_id, -1) AS account_id,
@@ -473,13 +545,15 @@ def _open_run(conn: psycopg.Connection, company_id: int, cycle: str, period: str
 def bill_run(conn: psycopg.Connection, company_id: int, cycle: str, period: str, books: Sequence[str] | None = None,
              dry_run: bool = False, progress: Progress | None = None, *, tariffs: TariffBook | None = None,
              settings: BillingSettings | None = None, created_by: str | None = None,
-             day: dt.date | None = None, db: "Database | None" = None) -> BillRunResult:
+             day: dt.date | None = None, db: "Database | None" = None, rebill: bool = False) -> BillRunResult:
     """Bill ``cycle`` for ``period`` in company ``company_id`` (see the module doc).
 
     ``conn`` must be in the company's scope (or a role that sees its rows); the run is one
     transaction (a savepoint inside the caller's). ``books``: only these meter book codes.
     ``progress(stage, done, total)`` is called as shards finish. ``day``: the ledger's booking
-    day (default: the company's today).
+    day (default: the company's today). ``rebill``: also bill again the accounts whose bill of
+    the period was reversed (补开; see the module doc), in one transaction or in parallel shards
+    alike.
 
     **Parallel** (``db`` given, ``billing.workers`` > 1, the run has several shards, ``conn`` not
     inside a transaction, not a dry run): the run, its apportionment and alerts are committed
@@ -546,7 +620,7 @@ def bill_run(conn: psycopg.Connection, company_id: int, cycle: str, period: str,
         bill_shard = functools.partial(
             _shard, company_id=company_id, company_code=company_code, run_id=run_id, period=period, p_start=p_start,
             p_end=p_end, due=due, start_b=start_b, end_b=end_b, shares=shares, master_ids=master_ids,
-            suspensions=suspensions, tariffs=tariffs, settings=settings)
+            suspensions=suspensions, tariffs=tariffs, settings=settings, rebill=rebill)
         if workers == 1:
             done = 0
             for shard in shards:
@@ -592,8 +666,9 @@ def _finish_run(conn: psycopg.Connection, run_id: int, result: BillRunResult) ->
                                     [run_id]).fetchone()[0]:
         conn.execute(
             """UPDATE billing_run r SET status = 'completed', finished_at = now(),
-                      accounts = (SELECT count(*) FROM bill b WHERE b.run_id = r.id),
-                      amount = (SELECT coalesce(sum(total), 0) FROM bill b WHERE b.run_id = r.id),
+                      accounts = (SELECT count(*) FROM bill b WHERE b.run_id = r.id AND b.status = 'issued'),
+                      amount = (SELECT coalesce(sum(total), 0) FROM bill b WHERE b.run_id = r.id
+                                   AND b.status = 'issued'),
                       stats = r.stats || %s::jsonb
                 WHERE id = %s""",
             [json.dumps({"skipped": result.skipped, "trees": result.trees, "estimated": result.estimated,
@@ -728,19 +803,20 @@ def _write_period_reads(conn: psycopg.Connection, company_id: int, run_id: int, 
     frame = rows.select(
         pl.col("meter_id"), pl.col("account_id"), pl.col("bill_id"), pl.col("open_basis").cast(pl.Int16),
         _ts("open_ts"), pl.col("open_value"), pl.col("open_est"), _ts("close_ts"), pl.col("close_value"),
-        pl.col("close_est"), pl.col("consumption"), pl.col("kind").cast(pl.Int16))
+        pl.col("close_est"), pl.col("consumption"), pl.col("kind").cast(pl.Int16), pl.col("revision").cast(pl.Int16))
     conn.execute("""CREATE TEMP TABLE IF NOT EXISTS ml_mpr (meter_id bigint, account_id bigint, bill_id bigint,
                         open_basis smallint, open_ts timestamptz, open_value bigint, open_est boolean, close_ts timestamptz,
-                        close_value bigint, close_est boolean, consumption bigint, kind smallint) ON COMMIT DROP""")
+                        close_value bigint, close_est boolean, consumption bigint, kind smallint, revision smallint)
+                        ON COMMIT DROP""")
     conn.execute("TRUNCATE ml_mpr")
     copy_in(conn, "ml_mpr", frame)
     conn.execute(
         """INSERT INTO meter_period_read (meter_id, period, company_id, run_id, account_id, bill_id, opening_basis,
                                           opening_ts, opening_value, opening_estimated, closing_ts, closing_value,
-                                          closing_estimated, consumption, kind)
+                                          closing_estimated, consumption, kind, revision)
            SELECT meter_id, %s, %s, %s, account_id, bill_id, (%s::text[])[open_basis + 1],
                   open_ts, open_value, open_est, close_ts,
-                  close_value, close_est, consumption, kind
+                  close_value, close_est, consumption, kind, revision
              FROM ml_mpr""", [period, company_id, run_id, list(OPENING_BASES)])
 
 
@@ -763,7 +839,7 @@ def _iso(col: str) -> pl.Expr:
 def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id: int | None, accounts: pl.DataFrame, book_ids: list[int],
            period: str, p_start: dt.date, p_end: dt.date, due: dt.date, start_b: dt.datetime, end_b: dt.datetime,
            shares: pl.DataFrame, master_ids: set[int], suspensions: pl.DataFrame, tariffs: TariffBook,
-           settings: BillingSettings,
+           settings: BillingSettings, rebill: bool,
            result: BillRunResult, dry_run: bool, lap: Callable[[str, float], float]) -> list[int]:
     t = time.perf_counter()
     meters = query_frame(conn, _METERS, {"books": book_ids}, _METER_SCHEMA).join(
@@ -782,17 +858,23 @@ def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id:
         bad_history=pl.col("bad_history").any(),
         reset=(pl.col("kind") == int(Kind.RESET)).any(),
         estimated=pl.col("close_est").fill_null(False).any(),
+        meter_billed=pl.col("billed_now").any(),
+        billed_later=pl.col("billed_later").any(),
         reads=pl.format("[{},\"{}\",\"{}\",{}]", "meter_id", _iso("open_ts"), _iso("close_ts"),
                         pl.col("close_est").cast(pl.Utf8).str.to_lowercase()).sort_by("meter_id").str.join(","),
     )
     acc = (accounts.join(per, on="account_id", how="left").join(shares, on="account_id", how="left")
            .join(suspensions, on="account_id", how="left")
            .with_columns(pl.col("apportioned").fill_null(0)))
+    # (a dry run looks at the accounts billed in the run too: their own reads stand, of course)
     reason = (pl.when(pl.col("other_run")).then(pl.lit("billed_in_other_run"))
+              .when(pl.col("replaces").is_not_null() & pl.lit(not rebill)).then(pl.lit("reversed"))
+              .when(pl.col("meter_billed").fill_null(False) & ~pl.col("billed")).then(pl.lit("meter_billed"))
               .when(pl.col("volume").is_null()).then(pl.lit("no_meter"))
               .when(pl.col("bad_history")).then(pl.lit("installation_history"))
               .when(pl.col("no_close")).then(pl.lit("no_closing_read"))
               .when(pl.col("no_open")).then(pl.lit("no_opening_read"))
+              .when(pl.col("billed_later").fill_null(False) & ~pl.col("billed")).then(pl.lit("billed_later"))
               .when(pl.col("reset")).then(pl.lit("register_reset"))
               .when(pl.col("volume") < 0).then(pl.lit("negative_consumption"))
               .otherwise(pl.lit(None, pl.Utf8)))
@@ -838,8 +920,9 @@ def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id:
 
     bills = (rated.bills.join(tariff_skips.select(pl.col("account_id").alias("row")), on="row", how="anti")
              .join(good.select(pl.col("account_id").alias("row"), pl.col("estimated").fill_null(False), "reads",
-                               "shares", "apportioned"), on="row"))
+                               "shares", "apportioned", "replaces"), on="row"))
     result.bills += bills.height
+    result.rebilled += int(bills["replaces"].is_not_null().sum())
     result.consumption += int(bills["consumption"].sum() or 0)
     result.amount += int(bills["amount"].sum() or 0)
     result.tax += int(bills["tax"].sum() or 0)
@@ -863,7 +946,7 @@ def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id:
     # line, and the lines themselves go over in binary COPY
     conn.execute("""CREATE TEMP TABLE IF NOT EXISTS ml_bill (id bigint, account_id bigint, consumption bigint,
                         apportioned bigint, amount bigint, tax bigint, total bigint, estimated boolean, reads jsonb,
-                        app jsonb) ON COMMIT DROP""")
+                        app jsonb, replaces bigint) ON COMMIT DROP""")
     conn.execute("""CREATE TEMP TABLE IF NOT EXISTS ml_line_key (id integer, component text, tariff_version text,
                         source jsonb, apportioned boolean) ON COMMIT DROP""")
     conn.execute("""CREATE TEMP TABLE IF NOT EXISTS ml_line (bill_id bigint, line_no smallint, key integer,
@@ -877,7 +960,8 @@ def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id:
         # only bills with an apportioned share need the second document (null otherwise: parsed once)
         app=pl.when(pl.col("shares").is_not_null()).then(pl.concat_str([
             pl.lit('{"reads": ['), pl.col("reads").fill_null(""), pl.lit('], "shares": ['), pl.col("shares"),
-            pl.lit("]}")]))))
+            pl.lit("]}")])),
+        replaces=pl.col("replaces")))
     t = lap("stage_bills", t)
     lines = rated.lines.join(bills.select("row", "bill_id"), on="row", how="inner")
     keys = (lines.select("component", "tariff_version", "source").unique(maintain_order=True)
@@ -895,8 +979,9 @@ def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id:
     t = lap("stage_lines", t)
     conn.execute(
         """INSERT INTO bill (id, company_id, run_id, account_id, period, period_start, period_end, consumption,
-                             apportioned, amount, tax, total, due_date, estimated)
-           SELECT id, %s, %s, account_id, %s, %s, %s, consumption, apportioned, amount, tax, total, %s, estimated
+                             apportioned, amount, tax, total, due_date, estimated, replaces)
+           SELECT id, %s, %s, account_id, %s, %s, %s, consumption, apportioned, amount, tax, total, %s, estimated,
+                  replaces
              FROM ml_bill""",
         [company_id, run_id, period, p_start, p_end, due])
     t = lap("insert_bills", t)
@@ -944,17 +1029,25 @@ def _record_skips(conn: psycopg.Connection, company_id: int, run_id: int, accoun
 
 
 def _compare(conn: psycopg.Connection, run_id: int | None, bills: pl.DataFrame, result: BillRunResult) -> None:
-    """Dry run: the bills computed now against those of the run."""
-    stored = pl.DataFrame(schema={"row": pl.Int64, "bill_id": pl.Int64, "was_consumption": pl.Int64,
-                                  "was_total": pl.Int64})
+    """Dry run: the bills computed now against those of the run that stand; a re-bill against the
+    reversed bill it replaces (a change, with no bill id: the bill would be new)."""
+    schema = {"row": pl.Int64, "bill_id": pl.Int64, "was_consumption": pl.Int64, "was_total": pl.Int64}
+    stored = pl.DataFrame(schema=schema)
     if run_id is not None and bills.height:
         stored = query_frame(conn, """SELECT account_id AS row, id AS bill_id, consumption AS was_consumption,
-                                             total AS was_total FROM bill WHERE run_id = %s AND account_id = ANY(%s)""",
-                             [run_id, bills["row"].to_list()], dict(stored.schema))
+                                             total AS was_total FROM bill
+                                       WHERE run_id = %s AND account_id = ANY(%s) AND status = 'issued'""",
+                             [run_id, bills["row"].to_list()], schema)
+    replaced = bills.filter(pl.col("replaces").is_not_null())
+    if replaced.height:
+        was = query_frame(conn, """SELECT account_id AS row, NULL::bigint AS bill_id, consumption AS was_consumption,
+                                          total AS was_total FROM bill WHERE id = ANY(%s)""",
+                          [replaced["replaces"].to_list()], schema)
+        stored = pl.concat([stored.join(was.select("row"), on="row", how="anti"), was])
     both = bills.join(stored, on="row", how="left")
     same = both.filter(pl.col("bill_id").is_not_null() & (pl.col("was_total") == pl.col("total"))
                        & (pl.col("was_consumption") == pl.col("consumption")))
     result.unchanged += same.height
     diff = both.join(same.select("row"), on="row", how="anti").sort("row")
-    result.changes.extend(BillChange(r, b, wc, c, wt, tt) for r, b, wc, c, wt, tt in diff.select(
-        "row", "bill_id", "was_consumption", "consumption", "was_total", "total").iter_rows())
+    result.changes.extend(BillChange(r, b, wc, c, wt, tt, rp) for r, b, wc, c, wt, tt, rp in diff.select(
+        "row", "bill_id", "was_consumption", "consumption", "was_total", "total", "replaces").iter_rows())

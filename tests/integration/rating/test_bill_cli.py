@@ -95,3 +95,27 @@ def test_heating_stop_resume_and_list(util: Utility, conn: psycopg.Connection,
     assert code == 0 and "heating never stopped" in out
     assert conn.execute("SELECT stop_on, resume_on, reason FROM heating_suspension").fetchall() == [
         (dt.date(2026, 12, 11), dt.date(2027, 1, 5), "away")]
+
+
+def test_reverse_correct_and_bill_again(util: Utility, conn: psycopg.Connection,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """红冲 → correct the closing read → 补开, the way a billing administrator does it."""
+    assert cli(capsys, "bill", "run", "--cycle", "M", "--period", "2026-10")[0] == 0
+    old = conn.execute("SELECT id FROM bill WHERE account_id = %s", [util.accounts["A1"]]).fetchone()[0]
+    code, out = cli(capsys, "ledger", "reverse-bill", str(old), "--reason", "closing read mistyped")
+    assert code == 0 and f"bill {old} reversed" in out
+    code, out = cli(capsys, "readings", "review", "--book", "B1", "--period", "2026-10",
+                    "--override", f"{util.code}-M1@2026-10-31T22:00=115")
+    assert "override" in out and "recorded" in out     # (exit 1: the book's other blockers are still there)
+    code, out = cli(capsys, "bill", "run", "--cycle", "M", "--period", "2026-10")
+    assert code == 0 and "reversed" in out and "bills written" in out
+    assert conn.execute("SELECT count(*) FROM bill WHERE account_id = %s", [util.accounts["A1"]]).fetchone()[0] == 1
+    code, out = cli(capsys, "bill", "run", "--cycle", "M", "--period", "2026-10", "--rebill", "--dry-run")
+    assert code == 0 and "1 new bill(s) (1 billing a reversed bill again)" in out and f"new, replaces {old}" in out
+    code, out = cli(capsys, "bill", "run", "--cycle", "M", "--period", "2026-10", "--rebill")
+    assert code == 0 and "of them billing a reversed bill again" in out
+    new, cons = conn.execute("SELECT id, consumption FROM bill WHERE account_id = %s AND status = 'issued'",
+                             [util.accounts["A1"]]).fetchone()
+    assert cons == 15_000
+    code, out = cli(capsys, "bill", "explain", str(new))
+    assert code == 0 and f"replaces bill {old}" in out and "consumption 15.000 m³" in out
