@@ -13,7 +13,12 @@ benchmark): :func:`record_payments` takes a batch, and per chunk runs one statem
 
 The open items are locked as they are read (``FOR UPDATE`` in id order, as every allocating
 operation does), so concurrent payments to one account queue instead of settling the same item
-twice.
+twice. :func:`record_payments_parallel` runs :func:`record_payments` on several connections at
+once over disjoint sets of accounts (each part its own transaction), for bulk imports that need
+not be one transaction.
+
+Each INSERT statement on ``payment`` is audited by one ``audit_log`` row naming every payment
+it wrote (migration 0630; ``payment_audit`` has who / when / from where per payment).
 A payment replayed with a different amount or account is a conflict: reported per payment by
 :func:`record_payments`, raised by :func:`record_payment`.
 """
@@ -24,8 +29,10 @@ import dataclasses
 import datetime as dt
 import functools
 import logging
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -204,14 +211,18 @@ TRUNCATE ml_pay_in, ml_pay, ml_alloc
 """
 
 
+_STAGE_TYPES = ["int8", "text", "int8", "int8", "timestamptz", "text", "text", "text", "jsonb"]
+
+
 def _bulk_chunk(conn: psycopg.Connection, policy: AllocationPolicy, params: dict[str, Any],
                 rows: list[tuple]) -> tuple[int, ...]:
     """A big batch in steps through analysed temporary tables, so every join is planned for its size."""
     for statement in _STAGE.strip().split(";\n"):
         conn.execute(statement)
-    with conn.cursor() as cur:
+    with conn.cursor() as cur:  # binary: half the client's time of text for a chunk of 50,000
         with cur.copy("COPY ml_pay_in (src_no, ext, account_id, amount, received_at, cash_account, cashier, tender,"
-                      " evidence) FROM STDIN") as copy:
+                      " evidence) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(_STAGE_TYPES)
             for row in rows:
                 copy.write_row(row)
     conn.execute("ANALYZE ml_pay_in")
@@ -323,6 +334,99 @@ def record_payments(
                     result.conflicts.append(PaymentConflictInfo(ext, "account_id", s_acct, g_acct))
     log.info("channel %s: %d payment(s) recorded, %d replayed, %d conflict(s)", channel, result.recorded,
              result.replayed - len(result.conflicts), len(result.conflicts))
+    return result
+
+
+def record_payments_parallel(
+    connect: Callable[[], AbstractContextManager[psycopg.Connection]],
+    company_id: int,
+    channel: str,
+    payments: Sequence[PaymentIn],
+    *,
+    workers: int = 2,
+    policy: AllocationPolicy | None = None,
+    created_by: str | None = None,
+    chunk: int = 50_000,
+) -> PaymentBatchResult:
+    """:func:`record_payments` on ``workers`` connections at once, each committing its own part.
+
+    For bulk imports where a batch need not be one transaction (a file that is the record of
+    what was imported, such as a bank return file, goes through :func:`record_payments` in the
+    caller's transaction instead). ``connect()`` gives a connection as a context manager
+    (``lambda: psycopg.connect(dsn)``, ``lambda: db.connection(company_id)``).
+
+    The parts are disjoint by account (every payment of an account goes to one worker, in the
+    batch's order), so the workers never wait on each other's item locks, and each account's
+    payments are allocated exactly as one call would allocate them. A payment repeated inside
+    the batch is recorded once, by its first occurrence, as :func:`record_payments` does; the
+    repeats are compared with the stored payment afterwards (conflicts reported the same way).
+
+    Not atomic across workers: when one fails, the parts already committed stay recorded and
+    the error is raised; recording the same batch again records the rest (payments are
+    idempotent by external id) and changes nothing else.
+    """
+    policy = policy or AllocationPolicy()
+    error = invalid(payments)
+    if error is not None:
+        raise error
+    first: dict[str, PaymentIn] = {}
+    repeats: list[PaymentIn] = []
+    for p in payments:
+        if p.external_id in first:
+            repeats.append(p)
+        else:
+            first[p.external_id] = p
+    parts: list[list[PaymentIn]] = [[] for _ in range(max(1, workers))]
+    for p in first.values():
+        parts[(p.account_id or 0) % len(parts)].append(p)
+    with connect() as conn:
+        company = company_info(conn, company_id)
+        accounts = sorted({p.account_id for p in payments if p.account_id is not None})
+        if accounts:
+            foreign = conn.execute(
+                "SELECT count(*) FROM unnest(%s::bigint[]) a(id) LEFT JOIN account ac ON ac.id = a.id AND ac.company_id = %s"
+                " WHERE ac.id IS NULL", [accounts, company_id]).fetchone()[0]
+            if foreign:
+                raise InvalidPayment(f"{foreign} account id(s) are not accounts of company {company.code}")
+
+    def run(part: list[PaymentIn]) -> PaymentBatchResult:
+        with connect() as conn:
+            try:
+                res = record_payments(conn, company_id, channel, part, policy=policy, created_by=created_by,
+                                      chunk=chunk, company=company, accounts_checked=True)
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+            return res
+
+    with ThreadPoolExecutor(max_workers=len(parts), thread_name_prefix="payments") as pool:
+        futures = [pool.submit(run, part) for part in parts if part]
+        wait(futures)
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise errors[0]
+    result = PaymentBatchResult()
+    for f in futures:
+        r = f.result()
+        result.recorded += r.recorded
+        result.replayed += r.replayed
+        result.amount += r.amount
+        result.allocated += r.allocated
+        result.to_prepaid += r.to_prepaid
+        result.to_suspense += r.to_suspense
+        result.conflicts.extend(r.conflicts)
+    if repeats:
+        result.replayed += len(repeats)
+        with connect() as conn:
+            params = {"company": company_id, "channel": channel, "ext": [p.external_id for p in repeats],
+                      "acct": [p.account_id for p in repeats], "amount": [p.amount for p in repeats]}
+            for ext, s_amount, g_amount, s_acct, g_acct in conn.execute(_CONFLICTS, params).fetchall():
+                if s_amount != g_amount:
+                    result.conflicts.append(PaymentConflictInfo(ext, "amount", s_amount, g_amount))
+                else:
+                    result.conflicts.append(PaymentConflictInfo(ext, "account_id", s_acct, g_acct))
+            conn.rollback()
     return result
 
 

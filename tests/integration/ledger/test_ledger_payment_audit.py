@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 
 import psycopg
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -124,3 +125,73 @@ def test_settling_items_is_a_heap_only_update(conn: psycopg.Connection) -> None:
     open_ = conn.execute("SELECT count(*) FROM receivable_item WHERE company_id = %s AND status = 'open'"
                          " AND settled < amount", [c]).fetchone()[0]
     assert open_ == 10
+
+
+# -- several connections at once --------------------------------------------------------------
+
+def _book(conn: psycopg.Connection, c: int, accounts: list[int]) -> dict:
+    """What a company's payments did: per payment its allocations, and every balance."""
+    alloc = conn.execute(
+        """SELECT p.external_id, p.account_id, p.amount, coalesce(array_agg(i.due_date || ':' || a.amount
+                     ORDER BY i.due_date, a.item_id) FILTER (WHERE a.id IS NOT NULL), '{}')
+             FROM payment p LEFT JOIN allocation a ON a.payment_id = p.id
+             LEFT JOIN receivable_item i ON i.id = a.item_id
+            WHERE p.company_id = %s GROUP BY p.id ORDER BY p.external_id""", [c]).fetchall()
+    index = {a: k for k, a in enumerate(accounts)}
+    renamed = [(ext, index.get(acct), amount, allocs) for ext, acct, amount, allocs in alloc]
+    bal = {code.split(":")[0] + ":" + (str(index[int(code.split(":")[1])]) if code.split(":")[0] in ("AR", "PREPAID")
+                                       else code.split(":", 1)[1]): b
+           for code, b in conn.execute("SELECT account_code, sum(amount) FROM posting WHERE company_id = %s"
+                                       " GROUP BY 1 HAVING sum(amount) <> 0", [c]).fetchall()}
+    return {"payments": renamed, "balances": bal}
+
+
+def _company_with_bills(conn: psycopg.Connection, n: int) -> tuple[int, list[int]]:
+    from meterline.ledger.bills import post_bills
+
+    c = new_company(conn)
+    accounts = make_accounts(conn, c, n)
+    for month, due in ((1, dt.date(2026, 2, 1)), (2, dt.date(2026, 3, 1))):
+        run = make_run(conn, c)
+        for k, a in enumerate(accounts):
+            add_bill(conn, c, run, a, [("water", 300 + 100 * ((k + month) % 4), 0)], due)
+        with conn.transaction():
+            post_bills(conn, c, run, day=dt.date(2026, 1, 5))
+    return c, accounts
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(1, 1500), st.integers(0, 30)), min_size=1, max_size=60),
+       st.integers(1, 3))
+def test_parallel_parts_record_what_one_call_records(conn: psycopg.Connection, db_dsn: str,
+                                                     spec: list[tuple[int, int, int]], workers: int) -> None:
+    from meterline.ledger.payments import record_payments_parallel
+
+    one, one_accounts = _company_with_bills(conn, 6)
+    par, par_accounts = _company_with_bills(conn, 6)
+    # ext ids drawn from a small range: some repeat inside the batch (a few with another amount)
+    batch = [(f"e{ext}", i, amt) for i, amt, ext in spec]
+    with conn.transaction():
+        expected = record_payments(conn, one, "bank", [PaymentIn(e, one_accounts[i], amt, AT) for e, i, amt in batch],
+                                   chunk=7, bulk_from=3)
+    got = record_payments_parallel(lambda: psycopg.connect(db_dsn), par, "bank",
+                                   [PaymentIn(e, par_accounts[i], amt, AT) for e, i, amt in batch],
+                                   workers=workers, chunk=7)
+    for field_ in ("recorded", "replayed", "amount", "allocated", "to_prepaid", "to_suspense"):
+        assert getattr(got, field_) == getattr(expected, field_), field_
+    assert sorted((c.external_id, c.field) for c in got.conflicts) == \
+        sorted((c.external_id, c.field) for c in expected.conflicts)
+    assert _book(conn, par, par_accounts) == _book(conn, one, one_accounts)
+
+
+def test_parallel_refuses_an_account_of_another_company_before_writing(conn: psycopg.Connection, db_dsn: str) -> None:
+    from meterline.ledger.errors import InvalidPayment
+    from meterline.ledger.payments import record_payments_parallel
+
+    c, accounts = _company_with_bills(conn, 2)
+    other = new_company(conn)
+    (stranger,) = make_accounts(conn, other, 1)
+    pays = [PaymentIn("ok", accounts[0], 100, AT), PaymentIn("bad", stranger, 100, AT)]
+    with pytest.raises(InvalidPayment, match="not accounts of company"):
+        record_payments_parallel(lambda: psycopg.connect(db_dsn), c, "bank", pays)
+    assert conn.execute("SELECT count(*) FROM payment WHERE company_id = %s", [c]).fetchone()[0] == 0
