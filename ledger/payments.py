@@ -113,12 +113,19 @@ class PaymentRecord:
     replay: bool = False
 
 
-def _write_sql(numbered: str, alloc: str) -> str:
+def _write_sql(numbered: str, alloc: str, settle: bool = True) -> str:
     """The writing half: entries, payments, postings, allocations, settled amounts.
 
     ``numbered`` has the new payments with their ``entry_id``, ``payment_id`` and ``booked_on``;
-    ``alloc`` their allocations ``(entry_id, payment_id, item_id, amount)``.
+    ``alloc`` their allocations ``(entry_id, payment_id, item_id, amount)``. Without ``settle``
+    the items' settled amounts are left to the caller (:data:`_SETTLE`).
     """
+    up = f""",
+up AS (
+    UPDATE receivable_item i SET settled = i.settled + a.amount
+      FROM (SELECT item_id, sum(amount) AS amount FROM {alloc} GROUP BY item_id) a
+     WHERE i.id = a.item_id
+)""" if settle else ""
     return f"""
 paysum AS MATERIALIZED (
     SELECT n.*, coalesce(a.allocated, 0) AS allocated
@@ -151,12 +158,7 @@ po AS (
 al AS (
     INSERT INTO allocation (company_id, entry_id, item_id, payment_id, source, amount)
     SELECT %(company)s, entry_id, item_id, payment_id, 'payment', amount FROM {alloc}
-),
-up AS (
-    UPDATE receivable_item i SET settled = i.settled + a.amount
-      FROM (SELECT item_id, sum(amount) AS amount FROM {alloc} GROUP BY item_id) a
-     WHERE i.id = a.item_id
-)
+){up}
 SELECT count(*),
        coalesce(sum(amount), 0)::bigint,
        coalesce(sum(allocated), 0)::bigint,
@@ -232,7 +234,21 @@ def _bulk_chunk(conn: psycopg.Connection, policy: AllocationPolicy, params: dict
     conn.execute(f"WITH {allocation_sql(policy, 'ml_pay')} INSERT INTO ml_alloc SELECT entry_id, payment_id, item_id, amount"
                  " FROM alloc", params, prepare=False)
     conn.execute("ANALYZE ml_alloc")
-    return conn.execute(f"WITH {_write_sql('ml_pay', 'ml_alloc')}", params, prepare=False).fetchone()
+    out = conn.execute(f"WITH {_write_sql('ml_pay', 'ml_alloc', settle=False)}", params, prepare=False).fetchone()
+    # the settled amounts by primary-key probes: a hash join would read all of receivable_item
+    # (every item ever billed) once per chunk, which the planner prefers to 50,000 probes
+    joins = conn.execute("SELECT current_setting('enable_hashjoin'), current_setting('enable_mergejoin')").fetchone()
+    conn.execute("SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)")
+    conn.execute(_SETTLE, prepare=False)
+    conn.execute("SELECT set_config('enable_hashjoin', %s, true), set_config('enable_mergejoin', %s, true)", joins)
+    return out
+
+
+_SETTLE = """
+UPDATE receivable_item i SET settled = i.settled + a.amount
+  FROM (SELECT item_id, sum(amount) AS amount FROM ml_alloc GROUP BY item_id) a
+ WHERE i.id = a.item_id
+"""
 
 
 _CONFLICTS = """
