@@ -135,6 +135,8 @@ def describe_change(detail: dict[str, Any], _minor: int = 100) -> str:
 def _show(key: str, value: Any) -> str:
     if key in PERSONAL_FIELDS and value is not None:
         return "(protected)"  # ciphertext: only its change is worth showing
+    if isinstance(value, list) and len(value) > 6:  # the ids of a batch (0630): its ends and size
+        return f"[{', '.join(json.dumps(v, ensure_ascii=False) for v in value[:3])}, … {json.dumps(value[-1])}] ({len(value)})"
     return json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
 
 
