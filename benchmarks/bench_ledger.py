@@ -88,16 +88,17 @@ _run_no = iter(range(1, 10_000))
 def make_bills(dsn: str, cid: int, limit: int | None = None) -> int:
     """A billing run with one bill (water + sewage) for every account (or the first ``limit``)."""
     k = next(_run_no)
+    period = f"{2000 + k // 12:04d}-{k % 12 + 1:02d}"  # one per run: an account has one standing bill a period
     with psycopg.connect(dsn, autocommit=True) as c:
         run = c.execute("INSERT INTO billing_run (company_id, cycle, period, status) VALUES (%s, 'M', %s, 'completed') RETURNING id",
-                        [cid, f"{2000 + k // 12:04d}-{k % 12 + 1:02d}"]).fetchone()[0]
+                        [cid, period]).fetchone()[0]
         c.execute(
             """INSERT INTO bill (company_id, run_id, account_id, period, period_start, period_end, consumption,
                                  amount, tax, total, due_date)
-               SELECT %(c)s, %(run)s, id, 'P', DATE '2026-03-01', DATE '2026-03-31', 10000,
+               SELECT %(c)s, %(run)s, id, %(period)s, DATE '2026-03-01', DATE '2026-03-31', 10000,
                       1000 + id %% 5000 + 300, 0, 1000 + id %% 5000 + 300, DATE '2026-04-20'
                  FROM account WHERE company_id = %(c)s AND (%(lim)s::int IS NULL OR id <= (SELECT min(id) FROM account WHERE company_id = %(c)s) + %(lim)s - 1)""",
-            {"c": cid, "run": run, "lim": limit})
+            {"c": cid, "run": run, "lim": limit, "period": period})
         c.execute(
             """INSERT INTO bill_line (bill_id, line_no, company_id, component, quantity, amount)
                SELECT id, l, %s, CASE l WHEN 1 THEN 'water' ELSE 'sewage' END, 1000,
