@@ -1,7 +1,7 @@
 """Benchmark: the ledger — bills and payments posted in bulk, the journal's balance check, and
 one API payment under concurrent load — each against a naive baseline in the same run.
 
-    python benchmarks/bench_ledger.py [--n 1000000] [--sample 5000] [--repeat 3]
+    python benchmarks/bench_ledger.py [--n 1000000] [--sample 5000] [--repeat 3] [--workers 2]
                                       [--api-requests 4000] [--concurrency 200] [--load wrk|asyncio|httpx] [--skip-api]
                                       [--api-batch both|on|off]
 
@@ -10,7 +10,11 @@ Builds a fresh database with ``--n`` customer accounts, then, ``--repeat`` times
 * bills: a billing run of ``--n`` bills (two lines each) posted by ``ledger.bills.post_bills``
   (one statement: entries, postings, receivable items; then prepaid credit applied);
 * payments: ``--n`` bank payments (70% pay the bill, 20% part of it, 10% more than it: credit)
-  recorded, allocated and posted by ``ledger.payments.record_payments`` in chunks of 50,000.
+  recorded, allocated and posted by ``ledger.payments.record_payments`` in chunks of 50,000, in
+  one transaction;
+* with ``--workers`` N > 1 (default 2), another billing run and its ``--n`` payments through
+  ``ledger.payments.record_payments_parallel``: N connections on disjoint account sets, each
+  committing its part.
 
 Baselines on ``--sample`` rows, same database: the naive way — one transaction per bill or
 payment with a statement per row (select the open items, allocate in Python, insert the entry,
@@ -55,7 +59,8 @@ from _common import add_server_args, fresh_database, median_rate, server  # noqa
 
 from meterline.ledger.allocation import OpenItem, allocate  # noqa: E402
 from meterline.ledger.bills import post_bills  # noqa: E402
-from meterline.ledger.payments import PaymentIn, record_payment, record_payments  # noqa: E402
+from meterline.ledger.payments import (PaymentIn, record_payment, record_payments,  # noqa: E402
+                                       record_payments_parallel)
 from meterline.ledger.policy import AllocationPolicy  # noqa: E402
 
 UTC = dt.timezone.utc
@@ -83,16 +88,17 @@ _run_no = iter(range(1, 10_000))
 def make_bills(dsn: str, cid: int, limit: int | None = None) -> int:
     """A billing run with one bill (water + sewage) for every account (or the first ``limit``)."""
     k = next(_run_no)
+    period = f"{2000 + k // 12:04d}-{k % 12 + 1:02d}"  # one per run: an account has one standing bill a period
     with psycopg.connect(dsn, autocommit=True) as c:
         run = c.execute("INSERT INTO billing_run (company_id, cycle, period, status) VALUES (%s, 'M', %s, 'completed') RETURNING id",
-                        [cid, f"{2000 + k // 12:04d}-{k % 12 + 1:02d}"]).fetchone()[0]
+                        [cid, period]).fetchone()[0]
         c.execute(
             """INSERT INTO bill (company_id, run_id, account_id, period, period_start, period_end, consumption,
                                  amount, tax, total, due_date)
-               SELECT %(c)s, %(run)s, id, 'P', DATE '2026-03-01', DATE '2026-03-31', 10000,
+               SELECT %(c)s, %(run)s, id, %(period)s, DATE '2026-03-01', DATE '2026-03-31', 10000,
                       1000 + id %% 5000 + 300, 0, 1000 + id %% 5000 + 300, DATE '2026-04-20'
                  FROM account WHERE company_id = %(c)s AND (%(lim)s::int IS NULL OR id <= (SELECT min(id) FROM account WHERE company_id = %(c)s) + %(lim)s - 1)""",
-            {"c": cid, "run": run, "lim": limit})
+            {"c": cid, "run": run, "lim": limit, "period": period})
         c.execute(
             """INSERT INTO bill_line (bill_id, line_no, company_id, component, quantity, amount)
                SELECT id, l, %s, CASE l WHEN 1 THEN 'water' ELSE 'sewage' END, 1000,
@@ -403,6 +409,8 @@ def main() -> None:
     p.add_argument("--sample", type=int, default=5000, help="rows for the naive baselines")
     p.add_argument("--journal", type=int, default=200_000, help="entries for the journal-check comparison")
     p.add_argument("--skip-api", action="store_true")
+    p.add_argument("--workers", type=int, default=2,
+                   help="connections for the parallel payment figure (record_payments_parallel); 1: skip it")
     p.add_argument("--only", choices=["bulk", "baselines", "journal", "api"], action="append",
                    help="run only these sections (repeatable; default: all)")
     p.add_argument("--load", choices=["wrk", "asyncio", "httpx"], default="wrk" if shutil.which("wrk") else "asyncio",
@@ -426,7 +434,7 @@ def main() -> None:
         t = time.perf_counter()
         cid = make_company(dsn, args.n)
         print(f"{args.n:,} accounts created in {time.perf_counter() - t:.1f} s", flush=True)
-        bill_rates, pay_rates = [], []
+        bill_rates, pay_rates, par_rates = [], [], []
         if wanted != {"api"}:
             print(f"-- bulk, {args.n:,} per run", flush=True)
         else:  # the API needs bills to pay
@@ -446,11 +454,24 @@ def main() -> None:
                 pay_rates.append(result.recorded / (time.perf_counter() - t))
             print(f"  run {k + 1}: bills {bill_rates[-1]:,.0f}/s, payments {pay_rates[-1]:,.0f}/s "
                   f"(allocated {result.allocated:,}, to credit {result.to_prepaid:,})", flush=True)
+            if args.workers > 1:
+                run = make_bills(dsn, cid)
+                _post(dsn, cid, run)
+                payments = payments_for(dsn, cid, run, f"par{k}", rnd)
+                t = time.perf_counter()
+                result = record_payments_parallel(lambda: psycopg.connect(dsn), cid, "bank", payments,
+                                                  workers=args.workers, policy=POLICY)
+                par_rates.append(result.recorded / (time.perf_counter() - t))
+                print(f"  run {k + 1}: payments on {args.workers} connections {par_rates[-1]:,.0f}/s "
+                      f"(allocated {result.allocated:,}, to credit {result.to_prepaid:,})", flush=True)
         if bill_rates:
             bills_bulk, pays_bulk = statistics.median(bill_rates), statistics.median(pay_rates)
             print(f"{'bills posted in bulk (post_bills)':<48} {bills_bulk:>14,.0f} /s   (median of {args.repeat})")
             print(f"{'payments allocated+posted in bulk':<48} {pays_bulk:>14,.0f} /s   (median of {args.repeat}; "
                   "target >= 50,000)", flush=True)
+            if par_rates:
+                print(f"{f'payments, {args.workers} connections (parallel)':<48} {statistics.median(par_rates):>14,.0f} /s   "
+                      f"(median of {args.repeat}; one transaction per connection)", flush=True)
         if "baselines" in wanted and bill_rates:
             baselines(dsn, cid, args, rnd, bills_bulk, pays_bulk)
         if "journal" in wanted:

@@ -4,7 +4,9 @@ Rows of ``audit_log`` (migration 0101) come from database triggers on the audite
 (registry, payments, billing runs, bill and alert changes, role grants) and from
 :func:`record` for actions that are not a row change of an audited table. The actor and origin
 of trigger rows are the session settings :func:`set_actor` puts there (the CLI and the API do
-it for every connection they hand out).
+it for every connection they hand out). Payments, which never change once written, are audited
+once per INSERT statement (0630): one row naming every payment id it wrote; the view
+``payment_audit`` gives who, when and from where for each payment.
 
 Rule for callers: a change to an audited table is recorded by its trigger — do not also call
 :func:`record` for it (one action, one audit row). Call :func:`record` for decisions and
@@ -133,6 +135,8 @@ def describe_change(detail: dict[str, Any], _minor: int = 100) -> str:
 def _show(key: str, value: Any) -> str:
     if key in PERSONAL_FIELDS and value is not None:
         return "(protected)"  # ciphertext: only its change is worth showing
+    if isinstance(value, list) and len(value) > 6:  # the ids of a batch (0630): its ends and size
+        return f"[{', '.join(json.dumps(v, ensure_ascii=False) for v in value[:3])}, … {json.dumps(value[-1])}] ({len(value)})"
     return json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
 
 
