@@ -45,17 +45,21 @@ _COMPONENT_SQL = "coalesce(nullif(btrim(regexp_replace(lower({c}), '[^a-z0-9_]+'
 # under row-level security, comparing to it is a leakproof condition the journal's unique index
 # can serve ('bill:' || id itself is not leakproof).
 _RUN_BILLS = """
-    SELECT b.id, b.account_id, b.amount, b.tax, b.total, b.due_date, b.period FROM bill b
+    SELECT b.id, b.account_id, b.amount, b.tax, b.total, b.due_date, b.period FROM {source} b
      WHERE b.company_id = %(company)s AND b.run_id = %(run)s AND b.status = 'issued' AND b.id BETWEEN %(lo)s AND %(hi)s
 """
-# a shard of the run: only these bills
-_ONLY = " AND b.id = ANY(%(ids)s)"
+# a shard of the run: only these bills, found by the primary key alone (OFFSET 0 keeps the other
+# conditions outside). Given the run and the status in the same scan, the planner, on statistics
+# that had not seen the shards' new bills, ANDed the run's index with the partial index of
+# standing bills (0650) and tested each of the run's bills against the whole id array: 12 s
+# instead of a fraction of a second for a shard of 150,000 bills.
+_SHARD = "(SELECT * FROM bill WHERE id = ANY(%(ids)s) AND id BETWEEN %(lo)s AND %(hi)s OFFSET 0)"
 
 _UNPOSTED = """
     SELECT b.id, b.account_id, b.amount, b.tax, b.total, b.due_date, b.period
-      FROM (SELECT b.*, 'bill:' || b.id AS key FROM bill b
+      FROM (SELECT b.*, 'bill:' || b.id AS key FROM {source} b
              WHERE b.company_id = %(company)s AND b.run_id = %(run)s AND b.status = 'issued'
-               AND b.id BETWEEN %(lo)s AND %(hi)s {only} OFFSET 0) b
+               AND b.id BETWEEN %(lo)s AND %(hi)s OFFSET 0) b
       LEFT JOIN LATERAL (SELECT 1 AS hit FROM journal_entry e   -- an index probe per bill
                           WHERE e.company_id = %(company)s AND e.idempotency_key = b.key LIMIT 1) posted ON true
      WHERE posted.hit IS NULL
@@ -148,11 +152,11 @@ def post_bills_detail(conn: psycopg.Connection, company_id: int, run_id: int, *,
                       bill_ids: Sequence[int] | None = None) -> BillPostResult:
     company = company_info(conn, company_id)
     params = {"company": company_id, "run": run_id, "by": created_by, "tax": chart.TAX_DEFAULT}
-    only = ""
+    source = "bill"
     if bill_ids is not None:
         if not len(bill_ids):
             return BillPostResult(0, 0, 0)
-        only = _ONLY
+        source = _SHARD
         params["ids"] = list(bill_ids)
         lo, hi = min(bill_ids), max(bill_ids)
     else:
@@ -162,7 +166,7 @@ def post_bills_detail(conn: psycopg.Connection, company_id: int, run_id: int, *,
         return BillPostResult(0, 0, 0)
     # the run's bill ids bound its lines too: a range scan of bill_line's key, whatever the plan
     params |= {"lo": lo, "hi": hi}
-    bills = _UNPOSTED.format(only=only) if conn.execute(_ANY_POSTED, params).fetchone()[0] else _RUN_BILLS + only
+    bills = (_UNPOSTED if conn.execute(_ANY_POSTED, params).fetchone()[0] else _RUN_BILLS).format(source=source)
     # one big statement each: JIT compiling it costs more than it saves (0.7 s of 200k bills)
     saved = conn.execute("SELECT current_setting('jit'), current_setting('work_mem')").fetchone()
     conn.execute("SELECT set_config('jit', 'off', true), set_config('work_mem', '256MB', true)")
