@@ -94,6 +94,16 @@ class PaymentBatchResult:
     to_suspense: int = 0
     conflicts: list[PaymentConflictInfo] = field(default_factory=list)
 
+    def add(self, other: PaymentBatchResult) -> None:
+        """Add what another part of the batch recorded."""
+        self.recorded += other.recorded
+        self.replayed += other.replayed
+        self.amount += other.amount
+        self.allocated += other.allocated
+        self.to_prepaid += other.to_prepaid
+        self.to_suspense += other.to_suspense
+        self.conflicts.extend(other.conflicts)
+
 
 @dataclass(frozen=True, slots=True)
 class PaymentRecord:
@@ -259,6 +269,29 @@ SELECT i.ext, p.amount, i.amount, p.account_id, i.account_id
 """
 
 
+def _check_accounts(conn: psycopg.Connection, company_id: int, company: CompanyInfo,
+                    payments: Sequence[PaymentIn]) -> None:
+    """Refuse the batch when one of its account ids is not an account of the company."""
+    accounts = sorted({p.account_id for p in payments if p.account_id is not None})
+    if accounts:
+        foreign = conn.execute(
+            "SELECT count(*) FROM unnest(%s::bigint[]) a(id) LEFT JOIN account ac ON ac.id = a.id AND ac.company_id = %s"
+            " WHERE ac.id IS NULL", [accounts, company_id]).fetchone()[0]
+        if foreign:
+            raise InvalidPayment(f"{foreign} account id(s) are not accounts of company {company.code}")
+
+
+def _conflicts(conn: psycopg.Connection, params: Mapping[str, Any]) -> list[PaymentConflictInfo]:
+    """The payments of ``params`` (ext, acct, amount) stored before with another amount or account."""
+    out = []
+    for ext, s_amount, g_amount, s_acct, g_acct in conn.execute(_CONFLICTS, params).fetchall():
+        if s_amount != g_amount:
+            out.append(PaymentConflictInfo(ext, "amount", s_amount, g_amount))
+        else:
+            out.append(PaymentConflictInfo(ext, "account_id", s_acct, g_acct))
+    return out
+
+
 def invalid(payments: Sequence[PaymentIn]) -> InvalidPayment | None:
     """What :meth:`PaymentIn.problems` finds in ``payments``, as one error (None: nothing)."""
     problems = [f"{p.external_id}: {msg}" for p in payments for msg in p.problems()]
@@ -296,13 +329,8 @@ def record_payments(
     if error is not None:
         raise error
     company = company or company_info(conn, company_id)
-    accounts = sorted({p.account_id for p in payments if p.account_id is not None})
-    if accounts and not accounts_checked:
-        foreign = conn.execute(
-            "SELECT count(*) FROM unnest(%s::bigint[]) a(id) LEFT JOIN account ac ON ac.id = a.id AND ac.company_id = %s"
-            " WHERE ac.id IS NULL", [accounts, company_id]).fetchone()[0]
-        if foreign:
-            raise InvalidPayment(f"{foreign} account id(s) are not accounts of company {company.code}")
+    if not accounts_checked:
+        _check_accounts(conn, company_id, company, payments)
     sql = _payment_sql(policy)
     result = PaymentBatchResult()
     if len(payments) > 1000:
@@ -343,11 +371,7 @@ def record_payments(
         result.to_prepaid += prepaid
         result.to_suspense += suspense
         if given - n:
-            for ext, s_amount, g_amount, s_acct, g_acct in conn.execute(_CONFLICTS, params).fetchall():
-                if s_amount != g_amount:
-                    result.conflicts.append(PaymentConflictInfo(ext, "amount", s_amount, g_amount))
-                else:
-                    result.conflicts.append(PaymentConflictInfo(ext, "account_id", s_acct, g_acct))
+            result.conflicts.extend(_conflicts(conn, params))
     log.info("channel %s: %d payment(s) recorded, %d replayed, %d conflict(s)", channel, result.recorded,
              result.replayed - len(result.conflicts), len(result.conflicts))
     return result
@@ -397,13 +421,7 @@ def record_payments_parallel(
         parts[(p.account_id or 0) % len(parts)].append(p)
     with connect() as conn:
         company = company_info(conn, company_id)
-        accounts = sorted({p.account_id for p in payments if p.account_id is not None})
-        if accounts:
-            foreign = conn.execute(
-                "SELECT count(*) FROM unnest(%s::bigint[]) a(id) LEFT JOIN account ac ON ac.id = a.id AND ac.company_id = %s"
-                " WHERE ac.id IS NULL", [accounts, company_id]).fetchone()[0]
-            if foreign:
-                raise InvalidPayment(f"{foreign} account id(s) are not accounts of company {company.code}")
+        _check_accounts(conn, company_id, company, payments)
 
     def run(part: list[PaymentIn]) -> PaymentBatchResult:
         with connect() as conn:
@@ -424,24 +442,13 @@ def record_payments_parallel(
         raise errors[0]
     result = PaymentBatchResult()
     for f in futures:
-        r = f.result()
-        result.recorded += r.recorded
-        result.replayed += r.replayed
-        result.amount += r.amount
-        result.allocated += r.allocated
-        result.to_prepaid += r.to_prepaid
-        result.to_suspense += r.to_suspense
-        result.conflicts.extend(r.conflicts)
+        result.add(f.result())
     if repeats:
         result.replayed += len(repeats)
         with connect() as conn:
-            params = {"company": company_id, "channel": channel, "ext": [p.external_id for p in repeats],
-                      "acct": [p.account_id for p in repeats], "amount": [p.amount for p in repeats]}
-            for ext, s_amount, g_amount, s_acct, g_acct in conn.execute(_CONFLICTS, params).fetchall():
-                if s_amount != g_amount:
-                    result.conflicts.append(PaymentConflictInfo(ext, "amount", s_amount, g_amount))
-                else:
-                    result.conflicts.append(PaymentConflictInfo(ext, "account_id", s_acct, g_acct))
+            result.conflicts.extend(_conflicts(conn, {
+                "company": company_id, "channel": channel, "ext": [p.external_id for p in repeats],
+                "acct": [p.account_id for p in repeats], "amount": [p.amount for p in repeats]}))
             conn.rollback()
     return result
 
