@@ -233,10 +233,7 @@ async def _load(url: str, key: str, n: int, concurrency: int, accounts: int, tag
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - started
-    latencies.sort()
-    q = lambda p: latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else float("nan")  # noqa: E731
-    return {"ok": len(latencies), "errors": errors, "median_ms": q(0.5), "p90_ms": q(0.9), "p99_ms": q(0.99),
-            "rps": len(latencies) / wall}
+    return _summary(latencies, errors, wall)
 
 
 async def _load_raw(url: str, key: str, n: int, concurrency: int, accounts: int, tag: str) -> dict:
@@ -274,7 +271,12 @@ async def _load_raw(url: str, key: str, n: int, concurrency: int, accounts: int,
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     wall = time.perf_counter() - started
-    latencies.sort()
+    return _summary(latencies, errors, wall)
+
+
+def _summary(latencies: list[float], errors: dict[int, int], wall: float) -> dict:
+    """Committed payments, errors by status, latency median / p90 / p99 (ms) and payments/s of a load run."""
+    latencies = sorted(latencies)
     q = lambda p: latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else float("nan")  # noqa: E731
     return {"ok": len(latencies), "errors": errors, "median_ms": q(0.5), "p90_ms": q(0.9), "p99_ms": q(0.99),
             "rps": len(latencies) / wall}
