@@ -507,11 +507,11 @@ _METER_SCHEMA = {"meter_id": pl.Int64, "account_id": pl.Int64, "quantity": pl.In
 # crossed the year start only its part after it, split by days with the rating's cumulative floor
 _YTD = """
 SELECT b.account_id,
-       sum(v.vol - (v.vol * greatest(0, u.year_start - b.period_start)) / (b.period_end - b.period_start + 1))::bigint
-           AS ytd
+       sum((b.consumption - b.apportioned)
+           - ((b.consumption - b.apportioned) * greatest(0, u.year_start - b.period_start))
+             / (b.period_end - b.period_start + 1))::bigint AS ytd
   FROM unnest(%(accounts)s::bigint[], %(year_start)s::date[]) AS u(account_id, year_start)
   JOIN bill b ON b.account_id = u.account_id
-  CROSS JOIN LATERAL (SELECT b.consumption - b.apportioned AS vol) v
  WHERE b.status = 'issued' AND b.period < %(period)s AND b.period_end >= u.year_start
  GROUP BY b.account_id"""
 
