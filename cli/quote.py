@@ -5,6 +5,14 @@ the company's own tariff file wins over the shared one (``--company`` / ``utilit
 Volumes are m³ as decimal strings (``--volume 22.5``); the period is the calendar month of
 ``--date`` (default today) unless ``--period-start`` and ``--period-end`` are given. ``--json``
 prints lines (component, tier, quantity, unit price, amount and tax in minor units) and the total.
+
+Area-based heating: ``--heating-suspension STOP[:RESUME]``, as often as the case needs (STOP the
+first unheated day, empty for the season's start; RESUME the first heated day again, left out
+while not resumed), e.g. ``--heating-suspension 2026-12-03:2026-12-05 --heating-suspension
+2026-12-28``. ``--heating-stop D`` / ``--heating-resume D`` (once each) give one suspension as
+before. Suspensions that overlap or resume on or before their stop are refused (exit 2); those
+overlapping the period are rated as the billing run rates an account's stored ones and are listed
+(``--json``: ``heating_suspensions``).
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from rich.table import Table
 
 from meterline.cli._base import Command, Context
 from meterline.rating import money
-from meterline.rating.quote import Quote, QuoteRequest, month_of, quote
+from meterline.rating.quote import Quote, QuoteRequest, SuspensionError, describe, month_of, quote
 from meterline.rating.tariff import load_book
 
 
@@ -40,6 +48,18 @@ def _date(text: str) -> dt.date:
         return dt.date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _suspension(text: str) -> tuple[dt.date | None, dt.date | None]:
+    stop, _, resume = text.partition(":")
+    try:
+        pair = (dt.date.fromisoformat(stop) if stop else None, dt.date.fromisoformat(resume) if resume else None)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not STOP[:RESUME] (YYYY-MM-DD, e.g. "
+                                         "2026-12-03:2026-12-05, 2026-12-28 or :2026-12-01)") from None
+    if pair == (None, None):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a stop date, a resume date or both")
+    return pair
 
 
 def _count(text: str) -> int:
@@ -65,8 +85,13 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--period-end", type=_date, metavar="D", help="last day of the period (inclusive)")
     p.add_argument("--meter-size", metavar="DN15", help="meter size (fixed charge by size)")
     p.add_argument("--area", type=_m2, metavar="M2", help="heated floor area in m² (area-based heating)")
-    p.add_argument("--heating-stop", type=_date, metavar="D", help="heating stopped from this day")
-    p.add_argument("--heating-resume", type=_date, metavar="D", help="heating resumed from this day")
+    p.add_argument("--heating-suspension", type=_suspension, action="append", default=[], metavar="STOP[:RESUME]",
+                   help="heating stopped from STOP (empty: the season's start) to the day before RESUME (left out: "
+                        "not resumed); repeat for every suspension")
+    p.add_argument("--heating-stop", type=_date, action="append", default=[], metavar="D",
+                   help="heating stopped from this day (one suspension; several: --heating-suspension)")
+    p.add_argument("--heating-resume", type=_date, action="append", default=[], metavar="D",
+                   help="heating resumed from this day (with --heating-stop, or stopped from the season's start)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -81,12 +106,23 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
         start, end = args.period_start, args.period_end
     else:
         start, end = month_of(args.date or dt.date.today())
+    for flag, given in (("--heating-stop", args.heating_stop), ("--heating-resume", args.heating_resume)):
+        if len(given) > 1:
+            ctx.console.print(f"error: {flag} is one suspension and given {len(given)} times; for several, "
+                              "give --heating-suspension STOP[:RESUME] for each")
+            return 2
     req = QuoteRequest(tariff_id=args.tariff, volume=args.volume, period_start=start, period_end=end,
                        household_size=args.household_size, dwellings=args.dwellings, ytd=args.year_to_date,
                        apportioned=args.apportioned, meter_size=args.meter_size, area_cm2=args.area,
-                       heating_stop=args.heating_stop, heating_resume=args.heating_resume)
+                       heating_stop=next(iter(args.heating_stop), None),
+                       heating_resume=next(iter(args.heating_resume), None),
+                       heating_suspensions=tuple(args.heating_suspension))
     book = load_book(ctx.settings)
-    result = quote(book, req, company=ctx.company_code or ctx.settings.utility.company)
+    try:
+        result = quote(book, req, company=ctx.company_code or ctx.settings.utility.company)
+    except SuspensionError as exc:
+        ctx.console.print(f"error: {exc}")
+        return 2
     if args.json:
         print(json.dumps(result.to_json(), ensure_ascii=False, indent=1))
     else:
@@ -111,6 +147,8 @@ def _table(q: Quote) -> Table:
     caption = (f"{q.tariff.name}; version {', '.join(versions) or '-'}\n"
                f"amount {money.format_money(q.amount, minor)}  tax {money.format_money(q.tax, minor)}  "
                f"total {money.format_money(q.total, minor)}")
+    if q.heating_suspensions:
+        caption += "".join(f"\nheating {describe(a, b)}" for a, b in q.heating_suspensions)
     table = Table(title=title, caption=caption)
     for col in ("#", "component", "tier", "quantity", "unit price", "amount", "tax", "part"):
         table.add_column(col, justify="right" if col in ("#", "tier", "quantity", "unit price", "amount", "tax")

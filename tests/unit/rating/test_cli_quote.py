@@ -93,3 +93,54 @@ def test_console_script_in_a_subprocess(tmp_path) -> None:
     doc = json.loads(proc.stdout)
     # water 158.00 (VAT 4.74), resource 20.00, sewage 22.00, fixed 12.00 (VAT 0.36)
     assert (doc["amount"], doc["tax"], doc["total"]) == (21200, 510, 21710)
+
+
+HEAT = ("--tariff", "heat-residential", "--volume", "0", "--area", "89.5", "--date", "2026-12-01")
+
+
+def test_heating_suspensions_listed_and_rated(capsys) -> None:
+    # 89.50 m² × 24.00 = 2148 yuan a season of 121 days; December off 3–4 and 20–21: 27 heated days,
+    # 214800 × 27 / 121 = 47930.6 -> 47931 (the stop before the period is not rated, nor listed)
+    code, out = run(capsys, *HEAT, "--heating-suspension", "2026-12-20:2026-12-22",
+                    "--heating-suspension", "2026-12-03:2026-12-05", "--heating-suspension", "2026-11-16:2026-11-20",
+                    "--json")
+    assert code == 0, out
+    doc = json.loads(out)
+    assert doc["heating_suspensions"] == [{"stop": "2026-12-03", "resume": "2026-12-05"},
+                                          {"stop": "2026-12-20", "resume": "2026-12-22"}]
+    assert doc["lines"][0]["source"]["heated_days"] == 27 and doc["total"] == 47931
+    # open ends: off to the 1st, and from the 28th on (not resumed): 31 − 1 − 4 = 26 heated days
+    code, out = run(capsys, *HEAT, "--heating-suspension", ":2026-12-02", "--heating-suspension", "2026-12-28")
+    assert code == 0
+    assert "26/121d" in out and "461.55" in out   # 214800 × 26 / 121 = 46155.4
+    assert "heating stopped from the season's start, resumed 2026-12-02" in flat(out)
+    assert "heating stopped 2026-12-28, not resumed" in flat(out)
+    # the single pair works as before, and with more
+    code, out = run(capsys, *HEAT, "--heating-stop", "2026-12-03", "--heating-resume", "2026-12-05",
+                    "--heating-suspension", "2026-12-20:2026-12-22", "--json")
+    assert code == 0 and json.loads(out)["total"] == 47931
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--heating-suspension", "2026-12-03:2026-12-10", "--heating-suspension", "2026-12-08:2026-12-12"),
+     "error: heating suspensions overlap: stopped 2026-12-03, resumed 2026-12-10 and stopped 2026-12-08, "
+     "resumed 2026-12-12"),
+    (("--heating-suspension", "2026-12-10:2026-12-05"),
+     "error: heating stopped 2026-12-10, resumed 2026-12-05: the resume date must be after the stop date"),
+    (("--heating-stop", "2026-12-10", "--heating-resume", "2026-12-10"), "the resume date must be after the stop"),
+    (("--heating-stop", "2026-12-03", "--heating-stop", "2026-12-20"),
+     "error: --heating-stop is one suspension and given 2 times"),
+])
+def test_bad_heating_suspensions_are_a_clear_error(capsys, args, message) -> None:
+    code, out = run(capsys, *HEAT, *args)
+    assert code == 2 and message in flat(out) and "Traceback" not in out
+
+
+@pytest.mark.parametrize("text, message", [("2026-12-3x", "is not STOP[:RESUME]"), ("2026-12-03:soon", "is not STOP"),
+                                           (":", "give a stop date, a resume date or both")])
+def test_unreadable_heating_suspension_is_a_usage_error(capsys, text, message) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["quote", *HEAT, "--heating-suspension", text])
+    assert info.value.code == 2
+    err = flat(capsys.readouterr().err)
+    assert f"argument --heating-suspension: {text!r}" in err and message in err

@@ -1,10 +1,12 @@
 """Area-based heating with any number of suspensions in one bill (``heating_stops`` /
-``heating_resumes``): worked examples, refused input, and the properties of heated days."""
+``heating_resumes``): worked examples, refused input, the properties of heated days, and
+``quote`` pricing them as the billing run does."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 
 import numpy as np
 import polars as pl
@@ -15,6 +17,7 @@ from hypothesis import strategies as st
 from meterline.rating import kernels
 from meterline.rating.engine import rate
 from meterline.rating.errors import RatingError
+from meterline.rating.quote import QuoteRequest, SuspensionError, quote
 from meterline.rating.tariff import TariffBook
 
 D = dt.date
@@ -129,6 +132,63 @@ def test_bad_suspensions_are_refused_with_the_reason(book, stops, resumes, reaso
         rate(book, rows)
 
 
+# -- quote: the same suspensions, the same figure -------------------------------------------------
+
+def quoted(book, start, end, susp, **kw):
+    return quote(book, QuoteRequest(tariff_id="heat", volume=0, period_start=start, period_end=end, area_cm2=10_000,
+                                    heating_suspensions=tuple(susp), **kw))
+
+
+def test_quote_with_two_suspensions_prices_as_the_run(book) -> None:
+    # December 2026, 100 m²: off 3–4 December (resumed the 5th) and 20–21 December (resumed the 22nd):
+    # 31 − 2 − 2 = 27 heated days; 240000 × 27 / 121 = 53553.7 -> 53554, the billing run's figure for
+    # the same two stored stops (tests/integration/rating/test_bill_run_seasons.py, account H4)
+    dec = (D(2026, 12, 1), D(2026, 12, 31))
+    two = [(D(2026, 12, 20), D(2026, 12, 22)), (D(2026, 12, 3), D(2026, 12, 5))]   # in any order
+    q = quoted(book, *dec, two + [(D(2026, 11, 16), D(2026, 11, 20))])             # and one before the period
+    (line,) = q.lines
+    assert (line["source"]["heated_days"], line["source"]["season_days"], q.amount) == (27, 121, 53554)
+    # the rated suspensions, in stop order; November's is not in the period (the run would not read it)
+    assert q.heating_suspensions == sorted(two)
+    assert q.to_json()["heating_suspensions"] == [{"stop": "2026-12-03", "resume": "2026-12-05"},
+                                                  {"stop": "2026-12-20", "resume": "2026-12-22"}]
+    assert heated_of(book, *dec, two) == (27, 53554)          # the engine on the run's list columns
+    # the single pair still counts, as one more suspension
+    q = quoted(book, *dec, [(D(2026, 12, 20), D(2026, 12, 22))], heating_stop=D(2026, 12, 3),
+               heating_resume=D(2026, 12, 5))
+    assert (q.lines[0]["source"]["heated_days"], q.amount) == (27, 53554)
+    # open ends: off to the 1st (from the season's start) and from the 28th (not resumed): 31 − 1 − 4
+    q = quoted(book, *dec, [(None, D(2026, 12, 2)), (D(2026, 12, 28), None)])
+    assert (q.lines[0]["source"]["heated_days"], q.amount) == (26, 51570)   # 240000 × 26 / 121 = 51570.2
+
+
+@pytest.mark.parametrize("susp, kw, reason", [
+    ([(D(2026, 12, 3), D(2026, 12, 10)), (D(2026, 12, 8), D(2026, 12, 12))], {},
+     "heating suspensions overlap: stopped 2026-12-03, resumed 2026-12-10 and stopped 2026-12-08, resumed 2026-12-12"),
+    ([(D(2026, 12, 3), None), (D(2026, 12, 20), D(2026, 12, 22))], {}, "overlap: stopped 2026-12-03, not resumed"),
+    ([(None, D(2026, 12, 5)), (None, D(2026, 12, 2))], {}, "overlap: stopped from the season's start"),
+    ([(D(2026, 12, 20), D(2026, 12, 22))], {"heating_stop": D(2026, 12, 21)}, "overlap"),
+    ([(D(2026, 12, 10), D(2026, 12, 5))], {},
+     "heating stopped 2026-12-10, resumed 2026-12-05: the resume date must be after the stop date"),
+    ([(D(2026, 12, 10), D(2026, 12, 10))], {}, "must be after the stop date"),
+    ([], {"heating_stop": D(2026, 12, 10), "heating_resume": D(2026, 12, 5)}, "must be after the stop date"),
+    ([(None, None)], {}, "needs a stop or a resume date"),
+    # checked even where outside the period
+    ([(D(2026, 11, 16), D(2026, 11, 20)), (D(2026, 11, 18), D(2026, 11, 25))], {}, "overlap"),
+])
+def test_quote_refuses_bad_suspensions_with_the_reason(book, susp, kw, reason) -> None:
+    with pytest.raises(SuspensionError, match=re.escape(reason)) as info:
+        quoted(book, D(2026, 12, 1), D(2026, 12, 31), susp, **kw)
+    assert isinstance(info.value, RatingError) and info.value.suspensions
+
+
+def test_quote_takes_adjacent_suspensions(book) -> None:
+    # 3–9 then 10–14 December (resumed on the day the next stops), as one stop 3–14: 31 − 12 = 19
+    q = quoted(book, D(2026, 12, 1), D(2026, 12, 31), [(D(2026, 12, 10), D(2026, 12, 15)),
+                                                       (D(2026, 12, 3), D(2026, 12, 10))])
+    assert (q.lines[0]["source"]["heated_days"], q.amount) == (19, 37686)   # the run's figure (account H5)
+
+
 # -- properties ----------------------------------------------------------------------------------
 
 @st.composite
@@ -218,3 +278,13 @@ def test_kernel_never_negative_nor_above_the_days_even_for_overlapping_ranges(ra
     want = sum(1 for d in range(a, b + 1) if not any(x <= d <= x + w for x, w in ranges))
     assert got == want
     assert 0 <= got <= max(0, b - a + 1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(case=bills(), data=st.data())
+def test_quote_prices_any_suspensions_as_the_run_lists(book, case, data) -> None:
+    start, end, susp = case
+    given_order = data.draw(st.permutations(susp))
+    q = quoted(book, start, end, given_order)
+    lines = [x for x in q.lines if x["kind"] == "heating"]
+    assert (lines[0]["source"]["heated_days"] if lines else 0, q.amount) == heated_of(book, start, end, susp)
