@@ -5,7 +5,14 @@ of every meter, where the opening came from, whether a read was estimated, the c
 how it was derived), its apportionment (``apportionment`` / ``apportionment_share``: the master
 meter, the residual, the policy, the weight and the share) and its lines (component, tier,
 quantity, unit price, amount, tax, tariff version, the part of a split period).
-:func:`render` turns it into lines of text. A bill that bills a reversed bill's period again
+A bill with area-based heating also gets the heated days of each heating line (from the line's
+source: ``heated_days`` of ``season_days``) and every heating suspension of the account that
+overlaps the bill's period (stop day, resume day or not resumed, the days it took off). The
+suspensions are not stored with the bill: explain shows them **as stored now** in
+``heating_suspension`` and says so; where a suspension was corrected after the bill was issued
+(:func:`meterline.rating.heating.set_dates`), the heated days they give now differ from the
+bill's and the explanation notes it (the bill keeps what it charged until reversed and billed
+again). :func:`render` turns it into lines of text. A bill that bills a reversed bill's period again
 (``bill.replaces``, 0650) says which bill it replaces; a reversed bill billed again says by which. Reads only; the session's scope decides which bills
 it can see.
 """
@@ -30,6 +37,8 @@ class BillExplanation:
     reads: list[dict[str, Any]] = field(default_factory=list)
     shares: list[dict[str, Any]] = field(default_factory=list)
     lines: list[dict[str, Any]] = field(default_factory=list)
+    # heating suspensions of the account overlapping the bill's period, as stored now (bills with heating only)
+    suspensions: list[dict[str, Any]] = field(default_factory=list)
 
 
 def explain_bill(conn: psycopg.Connection, bill_id: int) -> BillExplanation:
@@ -57,7 +66,14 @@ def explain_bill(conn: psycopg.Connection, bill_id: int) -> BillExplanation:
                 WHERE s.account_id = %s AND s.period = %s ORDER BY mm.serial""",
             [bill["account_id"], bill["period"]]).fetchall()
         lines = cur.execute("SELECT * FROM bill_line WHERE bill_id = %s ORDER BY line_no", [bill_id]).fetchall()
-    return BillExplanation(bill, reads, shares, lines)
+        suspensions = []
+        if any((ln["source"] or {}).get("kind") == "heating" for ln in lines):
+            # the billing run's selection (rating.run): stopped by the period's end, not resumed before its start
+            suspensions = cur.execute(
+                """SELECT id, stop_on, resume_on, reason FROM heating_suspension
+                    WHERE account_id = %s AND stop_on <= %s AND (resume_on IS NULL OR resume_on > %s)
+                    ORDER BY stop_on""", [bill["account_id"], bill["period_end"], bill["period_start"]]).fetchall()
+    return BillExplanation(bill, reads, shares, lines, suspensions)
 
 
 def _money(minor: int) -> str:
@@ -85,6 +101,54 @@ def _when(ts: dt.datetime, tz: str) -> str:
 _BASIS = {"previous": "the previous bill's closing read", "read": "the read at the start of the period",
           "installation": "the new meter's initial register", "last_read": "the latest read before the period",
           "first_read": "the first read in the period"}
+
+
+def _season_days_of(src: dict[str, Any]) -> list[dt.date]:
+    """The days of a heating line's part of the period that are in its heating season."""
+    if not src.get("season_from") or not src.get("from"):
+        return []
+    first = max(dt.date.fromisoformat(src["from"]), dt.date.fromisoformat(src["season_from"]))
+    last = min(dt.date.fromisoformat(src["to"]), dt.date.fromisoformat(src["season_to"]))
+    return [first + dt.timedelta(days=k) for k in range((last - first).days + 1)]
+
+
+def _suspended(day: dt.date, s: dict[str, Any]) -> bool:
+    return s["stop_on"] <= day and (s["resume_on"] is None or day < s["resume_on"])
+
+
+def _heating(e: BillExplanation) -> list[str]:
+    """Heated days per heating line and the suspensions (as stored now) that took days off."""
+    heat = [ln for ln in e.lines if (ln["source"] or {}).get("kind") == "heating"]
+    if not heat:
+        return []
+    out = ["Heating (by floor area: area × price × heated days / season days):"]
+    in_season: list[dt.date] = []
+    differs = []
+    for ln in heat:
+        src = ln["source"]
+        days = _season_days_of(src)
+        in_season += days
+        season = (f"the season {src['season_from']} to {src['season_to']} has {src.get('season_days')} days"
+                  if src.get("season_from") else "no heating season")
+        out.append(f"  line {ln['line_no']}, {src.get('from')} to {src.get('to')}: {src.get('heated_days')} of its "
+                   f"{len(days)} day(s) in the season heated; {season}: × {src.get('heated_days')} / "
+                   f"{src.get('season_days')}")
+        now = sum(1 for d in days if not any(_suspended(d, s) for s in e.suspensions))
+        if src.get("heated_days") is not None and now != src["heated_days"]:
+            differs.append((ln["line_no"], now))
+    if not e.suspensions:
+        out.append("  no heating suspension overlaps the period (as stored now)")
+    else:
+        out.append(f"  heating suspensions overlapping the period (as stored now): {len(e.suspensions)}")
+    for s in e.suspensions:
+        resumed = f"resumed {s['resume_on']}" if s["resume_on"] else "not resumed"
+        off = sum(1 for d in in_season if _suspended(d, s))
+        out.append(f"    stopped {s['stop_on']}, {resumed} ({s['reason']}) [#{s['id']}]: "
+                   f"{off} day(s) off in this bill")
+    for line_no, now in differs:
+        out.append(f"  note: the suspensions as stored now give line {line_no} {now} heated day(s): they were "
+                   "changed after this bill was rated, which keeps what it charged until reversed and billed again")
+    return out
 
 
 def render(e: BillExplanation) -> list[str]:
@@ -143,6 +207,7 @@ def render(e: BillExplanation) -> list[str]:
         tax = f" + tax {_money(ln['tax'])}" if ln["tax"] else ""
         out.append(f"  {ln['line_no']:>2}. {what}: {qty} × {_price(ln['unit_price'], ln['price_scale'])} = "
                    f"{_money(ln['amount'])}{tax}  [{ln['tariff_version']}{split}]")
+    out += _heating(e)
     est = " (closing read estimated)" if b["estimated"] else ""
     out.append(f"Total: consumption {_m3(b['consumption'])}{est}; amount {_money(b['amount'])} + tax "
                f"{_money(b['tax'])} = {_money(b['total'])}")

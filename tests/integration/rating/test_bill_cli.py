@@ -119,3 +119,36 @@ def test_reverse_correct_and_bill_again(util: Utility, conn: psycopg.Connection,
     assert cons == 15_000
     code, out = cli(capsys, "bill", "explain", str(new))
     assert code == 0 and f"replaces bill {old}" in out and "consumption 15.000 m³" in out
+
+
+HEAT = '''
+id = "heat"
+use_type = "residential"
+[[versions]]
+effective = "2020-11-15"
+[versions.heating]
+price = "24.00"
+season_start = "11-15"
+season_end = "03-15"
+'''
+
+
+def test_explain_reads_out_the_heating_suspensions(util: Utility, conn: psycopg.Connection, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """An agent records two stops, bills December and reads out why the heating charge is prorated."""
+    (tmp_path / "tariffs" / "heat.toml").write_text(HEAT, encoding="utf-8")
+    util.book("H", cycle="M")
+    util.account("H1", "H", tariff="heat", area_m2="100.00")
+    acct = f"{util.code}-H1"
+    assert cli(capsys, "bill", "heating", "stop", acct, "--on", "2026-12-03", "--resume", "2026-12-05",
+               "--reason", "repairs")[0] == 0
+    assert cli(capsys, "bill", "heating", "stop", acct, "--on", "2026-12-28", "--reason", "moved out")[0] == 0
+    assert cli(capsys, "bill", "run", "--cycle", "M", "--period", "2026-12", "--books", "H")[0] == 0
+    bill_id = conn.execute("SELECT id FROM bill WHERE account_id = %s", [util.accounts["H1"]]).fetchone()[0]
+    code, out = cli(capsys, "bill", "explain", str(bill_id))
+    assert code == 0
+    # 31 days less 3–4 and 28–31: 25 heated days; 240000 × 25 / 121 = 49586.8
+    assert "heating: 100.00 m² × 24.00 = 495.87" in out and "25 of its 31 day(s) in the season heated" in out
+    assert "heating suspensions overlapping the period (as stored now): 2" in out
+    assert "stopped 2026-12-03, resumed 2026-12-05 (repairs) [#" in out and "2 day(s) off in this bill" in out
+    assert "stopped 2026-12-28, not resumed (moved out) [#" in out and "4 day(s) off in this bill" in out

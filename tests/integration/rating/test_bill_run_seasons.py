@@ -1,5 +1,6 @@
 """The billing run across a tariff year start (annual tiers restart inside a bill) and with
-heating stopped and resumed (area-based heating charged for the heated days only)."""
+heating stopped and resumed (area-based heating charged for the heated days only, and
+``bill explain`` listing the suspensions)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from meterline.config.settings import BillingSettings
 from meterline.ledger.bills import reverse_bill
 from meterline.rating import heating
+from meterline.rating.explain import explain_bill, render
 from meterline.rating.run import bill_run
 from meterline.rating.tariff import TariffBook
 from meterline.store import migrate, partitions
@@ -258,3 +260,42 @@ def test_heating_stop_refuses_bad_input_with_the_reason(conn: psycopg.Connection
             conn.execute("""INSERT INTO heating_suspension (company_id, account_id, stop_on, resume_on, reason)
                             SELECT company_id, id, '2026-12-05', '2026-12-01', 'x' FROM account WHERE code = %s""",
                          [acct])
+
+
+def test_explain_lists_the_heating_suspensions_of_the_period(conn: psycopg.Connection, app_db: Database) -> None:
+    u = Utility.create(conn)
+    u.book("H", cycle="M")
+    u.account("H1", "H", tariff="heat", area_m2="100.00")
+    u.account("H2", "H", tariff="heat", area_m2="100.00")
+    acct = f"{u.code}-H1"
+    with app_db.connection(company_id=u.company_id) as c:
+        heating.stop_heating(c, u.company_id, acct, D(2026, 11, 16), "trial", resume_on=D(2026, 11, 20))  # before
+        repairs = heating.stop_heating(c, u.company_id, acct, D(2026, 12, 3), "repairs", resume_on=D(2026, 12, 5))
+        late = heating.stop_heating(c, u.company_id, acct, D(2026, 12, 28), "moved out")
+        c.commit()
+    bill(app_db, u, "M", "2026-12")
+    ids = dict(conn.execute("SELECT a.code, b.id FROM bill b JOIN account a ON a.id = b.account_id").fetchall())
+
+    def explained(code: str) -> str:
+        with app_db.connection(company_id=u.company_id) as c:
+            return "\n".join(render(explain_bill(c, ids[f"{u.code}-{code}"])))
+
+    # December: 31 days less 3–4 and 28–31: 25 heated days of the season's 121 (240000 × 25 / 121 = 49586.8)
+    text = explained("H1")
+    assert "heating: 100.00 m² × 24.00 = 495.87" in text
+    assert "line 1, 2026-12-01 to 2026-12-31: 25 of its 31 day(s) in the season heated; the season 2026-11-15 " \
+           "to 2027-03-15 has 121 days: × 25 / 121" in text
+    assert "heating suspensions overlapping the period (as stored now): 2" in text
+    assert f"stopped 2026-12-03, resumed 2026-12-05 (repairs) [#{repairs.id}]: 2 day(s) off in this bill" in text
+    assert f"stopped 2026-12-28, not resumed (moved out) [#{late.id}]: 4 day(s) off in this bill" in text
+    assert "2026-11-16" not in text and "note:" not in text
+    text = explained("H2")
+    assert "31 of its 31 day(s) in the season heated" in text
+    assert "no heating suspension overlaps the period (as stored now)" in text
+    # a date corrected after the bill: the bill keeps its 25 days, the explanation says the suspensions differ now
+    with app_db.connection(company_id=u.company_id) as c:
+        heating.set_dates(c, u.company_id, late.id, D(2026, 12, 30), None)
+        c.commit()
+    text = explained("H1")
+    assert "25 of its 31 day(s)" in text and "stopped 2026-12-30, not resumed (moved out)" in text
+    assert "note: the suspensions as stored now give line 1 27 heated day(s)" in text
