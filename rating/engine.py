@@ -31,11 +31,11 @@ contract's):
   season's end). A row's suspensions are the pairs of the list columns ``heating_stops`` /
   ``heating_resumes`` (same length; element k of each is one suspension; any number, none
   overlapping, adjacent ones allowed: ``resume == next stop``) together with the single pair
-  ``heating_stop`` / ``heating_resume`` (kept for ``quote`` and older callers: a pair whose
-  resume is on or before its stop suspends no day, as before). Refused rows: lists of unequal
-  length, a list pair with neither date, a list pair resuming on or before its stop, and
-  suspensions that overlap. Splitting a suspension into adjacent ones changes nothing. The
-  source names the season and the heated days.
+  ``heating_stop`` / ``heating_resume`` (kept for older callers; ``quote`` and the billing run
+  pass the lists: a single pair whose resume is on or before its stop suspends no day, as
+  before). Refused rows: lists of unequal length, a list pair with neither date, a list pair
+  resuming on or before its stop, and suspensions that overlap. Splitting a suspension into
+  adjacent ones changes nothing. The source names the season and the heated days.
 * Missing ``household_size`` (or 0) means the tariff's base size: no raise.
 * Fixed charges are per meter: ``meter_sizes`` (a list; empty: no meter, no fixed charge) gives
   one fixed line per meter; where it is null (or absent) the row has one meter of ``meter_size``.

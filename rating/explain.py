@@ -12,9 +12,9 @@ suspensions are not stored with the bill: explain shows them **as stored now** i
 ``heating_suspension`` and says so; where a suspension was corrected after the bill was issued
 (:func:`meterline.rating.heating.set_dates`), the heated days they give now differ from the
 bill's and the explanation notes it (the bill keeps what it charged until reversed and billed
-again). :func:`render` turns it into lines of text. A bill that bills a reversed bill's period again
-(``bill.replaces``, 0650) says which bill it replaces; a reversed bill billed again says by which. Reads only; the session's scope decides which bills
-it can see.
+again). :func:`render` turns it into lines of text. A bill that bills a reversed bill's period
+again (``bill.replaces``, 0650) says which bill it replaces; a reversed bill billed again says by
+which. Reads only; the session's scope decides which bills it can see.
 """
 
 from __future__ import annotations
