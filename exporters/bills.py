@@ -14,7 +14,9 @@ Two files, written by :func:`export_bills`:
 Bills are ordered by account code, run and bill id; lines by line number. Reversed bills
 (红冲) are included with ``status = reversed`` (an e-invoicing platform issues the red-letter
 invoice from it); a bill reversed after an export shows ``reversed`` when the period is exported
-again — the one way a past period's file changes, and the change is the news. Only the columns of ``0001_core.sql`` are read from ``bill`` / ``bill_line``.
+again — the one way a past period's file changes, and the change is the news. Only the columns of ``0001_core.sql`` are read from ``bill`` / ``bill_line``, a line's source
+through ``bill_line_sourced`` (0660: the document as a line stores it or as the run stores it
+once per bill and per rating document).
 
 Personal data: these files go to outside parties, so a customer's phone and a person's tax id
 (for a person it is the national ID number) are written as ``disclosure`` says —
@@ -55,7 +57,7 @@ SELECT b.id AS bill_id, b.run_id, r.cycle, b.period, b.period_start, b.period_en
 _LINES = """
 SELECT l.bill_id, l.line_no, l.component, l.tier, l.quantity, l.unit_price, l.price_scale, l.amount, l.tax,
        l.tariff_version, l.source
-  FROM bill_line l JOIN bill b ON b.id = l.bill_id
+  FROM bill_line_sourced l JOIN bill b ON b.id = l.bill_id
  WHERE b.company_id = %(c)s AND b.period = %(p)s AND (%(run)s::bigint IS NULL OR b.run_id = %(run)s)
  ORDER BY l.bill_id, l.line_no
 """

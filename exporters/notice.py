@@ -8,7 +8,7 @@ account's prepaid credit already covered, the arrears (receivable items of earli
 late fees still open) and the total due with its due date. Print CSS (A5, no colours needed);
 no scripts, fonts or images are fetched, so the page prints the same anywhere.
 
-Readings: a billing run may record them on its lines, ``bill_line.source`` with ``opening``
+Readings: a billing run may record them on its lines, the line's source (``bill_line_sourced``) with ``opening``
 and ``closing`` objects (``{"meter_id", "ts", "value", "estimated"}``; a bare number is taken
 as the value). Where no line carries them, each meter's effective read nearest the period's
 start and end (within ``read_window_days``; ``reading_effective``) is shown; where there is
@@ -51,7 +51,7 @@ SELECT b.id, b.account_id, b.period, b.period_start, b.period_end, b.consumption
 
 _LINES = """
 SELECT l.bill_id, l.line_no, l.component, l.tier, l.quantity, l.unit_price, l.price_scale, l.amount, l.tax, l.source
-  FROM bill_line l JOIN bill b ON b.id = l.bill_id
+  FROM bill_line_sourced l JOIN bill b ON b.id = l.bill_id
  WHERE b.company_id = %(c)s AND b.period = %(p)s AND b.status = 'issued'
  ORDER BY l.bill_id, l.line_no
 """

@@ -65,7 +65,7 @@ def explain_bill(conn: psycopg.Connection, bill_id: int) -> BillExplanation:
                  JOIN meter mm ON mm.id = s.master_meter_id JOIN meter vm ON vm.id = s.via_meter_id
                 WHERE s.account_id = %s AND s.period = %s ORDER BY mm.serial""",
             [bill["account_id"], bill["period"]]).fetchall()
-        lines = cur.execute("SELECT * FROM bill_line WHERE bill_id = %s ORDER BY line_no", [bill_id]).fetchall()
+        lines = cur.execute("SELECT * FROM bill_line_sourced WHERE bill_id = %s ORDER BY line_no", [bill_id]).fetchall()
         suspensions = []
         if any((ln["source"] or {}).get("kind") == "heating" for ln in lines):
             # the billing run's selection (rating.run): stopped by the period's end, not resumed before its start

@@ -30,16 +30,17 @@ spans ``billing.cycle_months[cycle]`` months, default 1), in one transaction:
    the split the rating made (``p_ycb`` in :mod:`meterline.rating.kernels`). Area-based
    heating gets every ``heating_suspension`` of the account overlapping the period
    (``heating_stops`` / ``heating_resumes``), however many.
-5. **Writing**: bills, bill lines (every line's ``source`` carries the rating's source plus
-   ``reads`` — ``[meter id, opening read ts, closing read ts, closing estimated]`` per meter,
-   the reading keys — and, on apportioned lines, ``shares`` — ``[master meter id, via meter
-   id, litres]``), ``meter_period_read``, ``apportionment`` (+ shares) and skipped accounts with
-   reasons; bulk-copied into temporary tables and inserted from there (row-level security
-   refuses COPY into the business tables); then :func:`meterline.ledger.bills.post_bills`. The
-   lines go over in binary COPY with a key into the few distinct (component, tariff version,
-   rating source) triples, the reads and shares once per bill as jsonb; the INSERT joins them
-   (``source || reads``), so the stored sources are the same while PostgreSQL parses JSON once
-   per bill and per distinct source, not once per line. The trees' meters, few and scattered
+5. **Writing**: bills, bill lines (every line's source — ``bill_line_sourced.source`` — is the
+   rating's source plus ``reads`` — ``[meter id, opening read ts, closing read ts, closing
+   estimated]`` per meter, the reading keys — and, on apportioned lines, ``shares`` —
+   ``[master meter id, via meter id, litres]``), ``meter_period_read``, ``apportionment`` (+
+   shares) and skipped accounts with reasons; bulk-copied into temporary tables and inserted
+   from there (row-level security refuses COPY into the business tables); then
+   :func:`meterline.ledger.bills.post_bills`. A source is stored where it is common (0660): the
+   few distinct rating documents of a shard once each in ``bill_line_source`` (a line names its
+   own by ``source_id``), the reads and shares once per bill (``bill.reads``, ``bill.shares``);
+   the lines go over in binary COPY, PostgreSQL parses JSON once per bill and per distinct
+   document, and a line is ~90 bytes instead of ~400. The trees' meters, few and scattered
    over the company's ids, have their reads probed per meter by key (:func:`meter_reads`).
 
 **Idempotent** by (company, cycle, period): the run is one ``billing_run`` row; accounts that
@@ -939,16 +940,15 @@ def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id:
     ids = query_frame(conn, "SELECT nextval(pg_get_serial_sequence('bill', 'id')) AS id FROM generate_series(1, %s)",
                       [bills.height], {"id": pl.Int64}) if bills.height else pl.DataFrame(schema={"id": pl.Int64})
     bills = bills.with_columns(bill_id=ids["id"])
-    # bill lines are few distinct (component, tariff version, source) triples — the source is the
-    # rating's, common to every line of a kind and tariff period — plus each bill's reads (and its
-    # apportionment shares): both are staged once as jsonb (a triple per distinct value, the reads
-    # per bill) and joined into every line, so PostgreSQL parses JSON a million times, not once per
-    # line, and the lines themselves go over in binary COPY
+    # a line's source is stored where it is common (0660): the rating's document — the same for every
+    # line of a kind and tariff period, a handful per run — once in bill_line_source, each bill's
+    # reads (and apportionment shares) once on the bill; a line names its document by source_id.
+    # The reads go over as text and are parsed by PostgreSQL once per bill; the lines in binary COPY
     conn.execute("""CREATE TEMP TABLE IF NOT EXISTS ml_bill (id bigint, account_id bigint, consumption bigint,
                         apportioned bigint, amount bigint, tax bigint, total bigint, estimated boolean, reads jsonb,
-                        app jsonb, replaces bigint) ON COMMIT DROP""")
+                        shares jsonb, replaces bigint) ON COMMIT DROP""")
     conn.execute("""CREATE TEMP TABLE IF NOT EXISTS ml_line_key (id integer, component text, tariff_version text,
-                        source jsonb, apportioned boolean) ON COMMIT DROP""")
+                        source jsonb, apportioned boolean, source_id bigint) ON COMMIT DROP""")
     conn.execute("""CREATE TEMP TABLE IF NOT EXISTS ml_line (bill_id bigint, line_no smallint, key integer,
                         tier smallint, quantity bigint, unit_price bigint, price_scale smallint, amount bigint,
                         tax bigint) ON COMMIT DROP""")
@@ -957,10 +957,8 @@ def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id:
         pl.col("bill_id").alias("id"), pl.col("row").alias("account_id"), "consumption",
         pl.col("apportioned").cast(pl.Int64), "amount", "tax", "total", "estimated",
         reads=pl.concat_str([pl.lit('{"reads": ['), pl.col("reads").fill_null(""), pl.lit("]}")]),
-        # only bills with an apportioned share need the second document (null otherwise: parsed once)
-        app=pl.when(pl.col("shares").is_not_null()).then(pl.concat_str([
-            pl.lit('{"reads": ['), pl.col("reads").fill_null(""), pl.lit('], "shares": ['), pl.col("shares"),
-            pl.lit("]}")])),
+        shares=pl.when(pl.col("shares").is_not_null()).then(pl.concat_str([
+            pl.lit('{"shares": ['), pl.col("shares"), pl.lit("]}")])),
         replaces=pl.col("replaces")))
     t = lap("stage_bills", t)
     lines = rated.lines.join(bills.select("row", "bill_id"), on="row", how="inner")
@@ -979,20 +977,21 @@ def _shard(conn: psycopg.Connection, company_id: int, company_code: str, run_id:
     t = lap("stage_lines", t)
     conn.execute(
         """INSERT INTO bill (id, company_id, run_id, account_id, period, period_start, period_end, consumption,
-                             apportioned, amount, tax, total, due_date, estimated, replaces)
+                             apportioned, amount, tax, total, due_date, estimated, replaces, reads, shares)
            SELECT id, %s, %s, account_id, %s, %s, %s, consumption, apportioned, amount, tax, total, %s, estimated,
-                  replaces
+                  replaces, reads, shares
              FROM ml_bill""",
         [company_id, run_id, period, p_start, p_end, due])
     t = lap("insert_bills", t)
-    # a line's source: the rating's, its bill's reads and, on apportioned lines, the shares
+    conn.execute("UPDATE ml_line_key SET source_id = nextval(pg_get_serial_sequence('bill_line_source', 'id'))")
+    conn.execute("""INSERT INTO bill_line_source (id, company_id, run_id, doc, apportioned)
+                    SELECT source_id, %s, %s, source, apportioned FROM ml_line_key""", [company_id, run_id])
     conn.execute(
         """INSERT INTO bill_line (bill_id, line_no, company_id, component, tier, quantity, unit_price, price_scale,
-                                  amount, tax, tariff_version, source)
+                                  amount, tax, tariff_version, source_id)
            SELECT l.bill_id, l.line_no, %s, k.component, nullif(l.tier, 0), l.quantity, l.unit_price, l.price_scale,
-                  l.amount, l.tax, k.tariff_version,
-                  k.source || CASE WHEN k.apportioned AND b.app IS NOT NULL THEN b.app ELSE b.reads END
-             FROM ml_line l JOIN ml_line_key k ON k.id = l.key JOIN ml_bill b ON b.id = l.bill_id""", [company_id])
+                  l.amount, l.tax, k.tariff_version, k.source_id
+             FROM ml_line l JOIN ml_line_key k ON k.id = l.key""", [company_id])
     t = lap("insert_lines", t)
     billed = m.join(bills.select(pl.col("row").alias("account_id"), "bill_id"), on="account_id", how="inner")
     _write_period_reads(conn, company_id, run_id, period, billed)

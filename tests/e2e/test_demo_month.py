@@ -62,7 +62,7 @@ def test_small_demo_reconciles(demo_db) -> None:
         assert {"counter", "wechat", "alipay", "bank", "withholding", "ic_card"} <= channels
         # readings that went over MQTT close bills
         over_mqtt = conn.execute(
-            """SELECT count(*) FROM bill_line bl
+            """SELECT count(*) FROM bill_line_sourced bl
                  CROSS JOIN LATERAL jsonb_array_elements(bl.source->'reads') r
                  JOIN reading rd ON rd.meter_id = (r->>0)::bigint AND rd.ts = (r->>2)::timestamptz
                 WHERE bl.company_id = %s AND rd.source = %s AND rd.source_ref LIKE 'backlog-%%'""",

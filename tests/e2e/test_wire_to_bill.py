@@ -86,7 +86,7 @@ def test_one_mqtt_message_becomes_a_bill(conn: psycopg.Connection, db_dsn: str, 
     lines = {comp: amt for comp, amt in conn.execute(
         "SELECT component, sum(amount) FROM bill_line WHERE bill_id = %s GROUP BY component", [bill_id])}
     assert lines == {"water": 4789, "resource_fee": 1000, "sewage": 3250}
-    reads = conn.execute("SELECT source->'reads' FROM bill_line WHERE bill_id = %s LIMIT 1", [bill_id]).fetchone()[0]
+    reads = conn.execute("SELECT source->'reads' FROM bill_line_sourced WHERE bill_id = %s LIMIT 1", [bill_id]).fetchone()[0]
     (read_meter, _opening, closing_ts, estimated), = reads
     assert read_meter == meter and not estimated
     assert dt.datetime.fromisoformat(closing_ts.replace("Z", "+00:00")) == closing  # the reading that came over MQTT

@@ -17,7 +17,7 @@ from meterline.store.consumption import Kind
 from meterline.store.db import Database
 from tests.integration.rating.billkit import DEC_START, NOV_START, OCT_START, Utility, november, october, scoped_db, tariffs
 
-TABLES = ("billing_run", "bill", "bill_line", "journal_entry", "posting", "receivable_item", "meter_period_read",
+TABLES = ("billing_run", "bill", "bill_line", "bill_line_source", "journal_entry", "posting", "receivable_item", "meter_period_read",
           "apportionment", "apportionment_share", "billing_run_skip", "alert", "alert_event")
 
 # per account: (component, tier, kind, quantity, amount, tax), hand-computed from billkit.TARIFF
@@ -73,7 +73,7 @@ def snapshot(conn: psycopg.Connection) -> dict[str, object]:
 def lines_of(conn: psycopg.Connection, u: Utility) -> dict[str, list[tuple]]:
     rows = conn.execute(
         """SELECT a.code, l.component, l.tier, l.source->>'kind', l.quantity, l.amount, l.tax
-             FROM bill_line l JOIN bill b ON b.id = l.bill_id JOIN account a ON a.id = b.account_id
+             FROM bill_line_sourced l JOIN bill b ON b.id = l.bill_id JOIN account a ON a.id = b.account_id
             WHERE b.company_id = %s ORDER BY a.code, l.line_no""", [u.company_id]).fetchall()
     out: dict[str, list[tuple]] = {}
     for code, *rest in rows:
@@ -108,12 +108,27 @@ def test_october_billed_line_by_line(conn: psycopg.Connection, util: Utility, ap
     assert reads["MM"][2] == 60_000 and reads["BM"][2] == 35_000    # masters billed to nobody keep their reads
     # every line names its reads (meter, opening ts, closing ts, estimated); apportioned lines their shares
     src = conn.execute(
-        """SELECT l.source FROM bill_line l JOIN bill b ON b.id = l.bill_id
+        """SELECT l.source FROM bill_line_sourced l JOIN bill b ON b.id = l.bill_id
             WHERE b.account_id = %s AND l.source->>'kind' = 'apportioned' AND l.component = 'water'""",
         [util.accounts["A7"]]).fetchone()[0]
     assert src["reads"] == [[util.meters["H3"], "2026-09-30T16:00:00Z", "2026-10-31T14:00:00Z", False]]
     assert src["shares"] == [[util.meters["BM"], util.meters["H3"], 5_000]]
     assert src["version"] == "water-residential@2026-01-01"
+    # the same bill's other lines: its reads, no shares (those are the apportioned lines')
+    others = [s for s, in conn.execute(
+        """SELECT l.source FROM bill_line_sourced l JOIN bill b ON b.id = l.bill_id
+            WHERE b.account_id = %s AND l.source->>'kind' <> 'apportioned'""", [util.accounts["A7"]])]
+    assert others and all(s["reads"] == src["reads"] and "shares" not in s for s in others)
+    # stored where common (0660): a line holds no document of its own; its bill holds the reads and
+    # shares once; every line names a rating document of the run
+    stored = conn.execute(
+        """SELECT count(*), count(*) FILTER (WHERE l.source <> '{}'::jsonb OR l.source_id IS NULL),
+                  count(DISTINCT l.source_id), count(DISTINCT b.id) FILTER (WHERE b.reads IS NULL)
+             FROM bill_line l JOIN bill b ON b.id = l.bill_id""").fetchone()
+    assert stored[0] > 0 and stored[1] == 0 and stored[3] == 0
+    assert stored[2] == conn.execute("SELECT count(*) FROM bill_line_source").fetchone()[0]
+    bill_shares = conn.execute("SELECT shares FROM bill WHERE account_id = %s", [util.accounts["A7"]]).fetchone()[0]
+    assert bill_shares == {"shares": src["shares"]}
     app = {s.split("-", 1)[1]: r for s, *r in conn.execute(
         """SELECT m.serial, a.policy, a.residual, a.inherited, a.distributed, a.status
              FROM apportionment a JOIN meter m ON m.id = a.master_meter_id""").fetchall()}
