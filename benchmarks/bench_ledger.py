@@ -32,7 +32,10 @@ keep-alive connections on plain asyncio streams, the default otherwise; ``--load
 async httpx client, which saturates before the server does) sends ``--api-requests`` bank
 payments (wrk: for ``--wrk-seconds``), each a new transaction id, ``--concurrency`` at a time,
 to each server in turn; per-request latency median / p90 / p99 of the committed payments and
-payments/s, and at concurrency 1 for reference.
+payments/s, and at concurrency 1 for reference. The ceiling (``--api-ceiling``, on by default): the
+same web stack without the database (``_api_ceiling.py``: FastAPI and uvicorn with the API's
+workers, its request and response models and key check, answering at once) under the same load —
+no API payment can be faster — and the payments/s a 20 ms median needs at that concurrency.
 """
 
 from __future__ import annotations
@@ -345,8 +348,32 @@ def _start_server(dsn: str, channels: Path, args: argparse.Namespace, batch: boo
     return proc, f"http://127.0.0.1:{port}"
 
 
+def _start_ceiling(digest: str, args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
+    """The API's web stack without a database (``_api_ceiling.py``), as many workers as the API."""
+    port = free_port()
+    env = {**os.environ, "BENCH_KEY_SHA256": digest}
+    cmd = [sys.executable, "-m", "uvicorn", "_api_ceiling:app", "--app-dir", str(Path(__file__).resolve().parent),
+           "--port", str(port), "--workers", str(args.api_workers), "--log-level", "warning", "--no-access-log"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"ceiling server exited: {proc.stderr.read().decode()[-2000:]}")
+            time.sleep(0.3)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def _tag(batch: bool | None) -> int:
+    return 2 if batch is None else int(batch)
+
+
 def api_benchmark(dsn: str, cid: int, args: argparse.Namespace) -> None:
-    """Servers with group commit on and off (``--api-batch both``), their load runs interleaved."""
+    """Servers with group commit on and off (``--api-batch both``), and the web stack alone
+    (``--api-ceiling``), their load runs interleaved."""
     from meterline.ledger.api.config import new_key
 
     key, digest = new_key()
@@ -354,12 +381,14 @@ def api_benchmark(dsn: str, cid: int, args: argparse.Namespace) -> None:
     (tmp / "channels.toml").write_text(
         f'[[api_keys]]\nname = "bench-bank"\ncompany = "bench"\nscopes = ["bank"]\ncashier = "icbc"\nkey_sha256 = "{digest}"\n',
         encoding="utf-8")
-    modes = {"both": [True, False], "on": [True], "off": [False]}[args.api_batch]
-    label = {True: "group commit", False: "a transaction each"}
-    servers: dict[bool, tuple[subprocess.Popen, str]] = {}
+    modes: list[bool | None] = {"both": [True, False], "on": [True], "off": [False]}[args.api_batch]
+    label = {True: "group commit", False: "a transaction each", None: "web stack alone, no database"}
+    servers: dict[bool | None, tuple[subprocess.Popen, str]] = {}
     try:
         for batch in modes:
             servers[batch] = _start_server(dsn, tmp / "channels.toml", args, batch)
+        if args.api_ceiling:
+            servers[None] = _start_ceiling(digest, args)
 
         def run(url: str, n: int, conc: int, tag: str) -> dict:
             gen = [sys.executable, __file__, "--load-generator", args.load if args.load != "wrk" else "asyncio", url, key,
@@ -367,17 +396,17 @@ def api_benchmark(dsn: str, cid: int, args: argparse.Namespace) -> None:
             return json.loads(subprocess.run(gen, capture_output=True, text=True, check=True).stdout)
 
         for batch, (_, url) in servers.items():
-            run(url, 200, 20, f"warm{int(batch)}")
+            run(url, 200, 20, f"warm{_tag(batch)}")
             # one at a time: wrk too when it is there (an httpx client's separate header and body writes
             # meet delayed ACKs on loopback and add ~40 ms that are the client's, not the server's)
-            single = (run_wrk(url, key, 5, 1, args.n, f"seq{int(batch)}") if args.load == "wrk"
-                      else run(url, 300, 1, f"seq{int(batch)}"))
+            single = (run_wrk(url, key, 5, 1, args.n, f"seq{_tag(batch)}") if args.load == "wrk"
+                      else run(url, 300, 1, f"seq{_tag(batch)}"))
             print(f"{f'API bank payment, 1 at a time, {label[batch]}':<56} median {single['median_ms']:7.1f} ms  "
                   f"p90 {single['p90_ms']:7.1f} ms  ({single['rps']:,.0f}/s)", flush=True)
         results: dict[bool, list[dict]] = {b: [] for b in servers}
         for k in range(args.repeat):  # interleaved: the machine's noise falls on both
             for batch, (_, url) in servers.items():
-                tag = f"load{int(batch)}-{k}"
+                tag = f"load{_tag(batch)}-{k}"
                 r = (run_wrk(url, key, args.wrk_seconds, args.concurrency, args.n, tag) if args.load == "wrk"
                      else run(url, args.api_requests, args.concurrency, tag))
                 results[batch].append(r)
@@ -390,9 +419,14 @@ def api_benchmark(dsn: str, cid: int, args: argparse.Namespace) -> None:
             print(f"{f'API bank payment, {args.concurrency} concurrent ({args.load}), {label[batch]}':<56} median "
                   f"{med:7.1f} ms  p90 {p90:7.1f} ms  {rps:6,.0f}/s  (medians of {args.repeat} runs; target <= 20 ms)",
                   flush=True)
-        if len(results) == 2:
+        if True in results and False in results:
             on, off = (statistics.median(r["rps"] for r in results[b]) for b in (True, False))
             print(f"ratio API payments/s group commit / a transaction each: {on / off:5.1f}x", flush=True)
+        if None in results and True in results:
+            top, on = (statistics.median(r["rps"] for r in results[b]) for b in (None, True))
+            print(f"ratio API payments/s group commit / web stack alone: {on / top:5.2f}x; "
+                  f"{args.concurrency} concurrent at a 20 ms median need {args.concurrency / 0.020:,.0f}/s "
+                  "(Little's law: concurrency / latency)", flush=True)
     finally:
         for proc, _ in servers.values():
             proc.terminate()
@@ -428,6 +462,8 @@ def main() -> None:
     p.add_argument("--api-threads", type=int, default=64)
     p.add_argument("--api-batch", choices=["both", "on", "off"], default="both",
                    help="API servers with group commit of payments on, off, or both (interleaved; default)")
+    p.add_argument("--api-ceiling", action=argparse.BooleanOptionalAction, default=True,
+                   help="also load the API's web stack without a database (benchmarks/_api_ceiling.py)")
     add_server_args(p)
     args = p.parse_args()
     wanted = set(args.only or ["bulk", "baselines", "journal", "api"]) - ({"api"} if args.skip_api else set())
