@@ -287,6 +287,13 @@ def test_bills_and_what_they_reference_are_never_deleted(conn: psycopg.Connectio
             conn.execute(stmt, args)
     with pytest.raises(psycopg.errors.ForeignKeyViolation, match="has bills"):
         conn.execute("DELETE FROM account WHERE id = %s", [account])
+    # a line's source document (0660) is kept as written, and a line names one of its company
+    for stmt in ("UPDATE bill_line_source SET doc = '{}'", "DELETE FROM bill_line_source", "TRUNCATE bill_line_source"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+            conn.execute(stmt)
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="bill line source"):
+        conn.execute("""INSERT INTO bill_line (bill_id, line_no, company_id, component, amount, source_id)
+                        VALUES (%s, 99, %s, 'water', 0, -1)""", [bill_id, util.company_id])
     with app_db.connection(company_id=util.company_id) as c:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             c.execute("UPDATE bill_line SET amount = amount + 1 WHERE bill_id = %s", [bill_id])
