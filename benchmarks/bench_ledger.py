@@ -335,7 +335,11 @@ def _start_server(dsn: str, channels: Path, args: argparse.Namespace, batch: boo
            "METERLINE__API__BATCH_PAYMENTS": "true" if batch else "false"}
     env.pop("METERLINE_CONFIG", None)
     cmd = [sys.executable, "-m", "meterline", "api", "serve", "--port", str(port), "--workers", str(args.api_workers)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return _serving(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), port)
+
+
+def _serving(proc: subprocess.Popen, port: int) -> tuple[subprocess.Popen, str]:
+    """Wait (up to a minute) until the server started as ``proc`` accepts connections on ``port``."""
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
@@ -343,7 +347,7 @@ def _start_server(dsn: str, channels: Path, args: argparse.Namespace, batch: boo
             break
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError(f"API server exited: {proc.stderr.read().decode()[-2000:]}")
+                raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
             time.sleep(0.3)
     return proc, f"http://127.0.0.1:{port}"
 
@@ -354,17 +358,7 @@ def _start_ceiling(digest: str, args: argparse.Namespace) -> tuple[subprocess.Po
     env = {**os.environ, "BENCH_KEY_SHA256": digest}
     cmd = [sys.executable, "-m", "uvicorn", "_api_ceiling:app", "--app-dir", str(Path(__file__).resolve().parent),
            "--port", str(port), "--workers", str(args.api_workers), "--log-level", "warning", "--no-access-log"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(f"ceiling server exited: {proc.stderr.read().decode()[-2000:]}")
-            time.sleep(0.3)
-    return proc, f"http://127.0.0.1:{port}"
+    return _serving(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), port)
 
 
 def _tag(batch: bool | None) -> int:
