@@ -31,6 +31,7 @@ from meterline.ledger.errors import LedgerError, NothingToDo
 from meterline.ledger.journal import CompanyInfo, Posting, company_info, entry_postings, open_day, post_entry
 from meterline.ledger.policy import AllocationPolicy
 from meterline.ledger.prepaid import apply_prepaid
+from meterline.store.db import local_settings
 
 log = logging.getLogger(__name__)
 
@@ -168,13 +169,8 @@ def post_bills_detail(conn: psycopg.Connection, company_id: int, run_id: int, *,
     params |= {"lo": lo, "hi": hi}
     bills = (_UNPOSTED if conn.execute(_ANY_POSTED, params).fetchone()[0] else _RUN_BILLS).format(source=source)
     # one big statement each: JIT compiling it costs more than it saves (0.7 s of 200k bills)
-    saved = conn.execute("SELECT current_setting('jit'), current_setting('work_mem')").fetchone()
-    conn.execute("SELECT set_config('jit', 'off', true), set_config('work_mem', '256MB', true)")
-    try:
+    with local_settings(conn, jit="off", work_mem="256MB"):
         return _post_bills(conn, company, company_id, run_id, bills, params, day, policy, created_by)
-    finally:
-        if conn.info.transaction_status != psycopg.pq.TransactionStatus.INERROR:
-            conn.execute("SELECT set_config('jit', %s, true), set_config('work_mem', %s, true)", saved)
 
 
 def _post_bills(conn: psycopg.Connection, company: CompanyInfo, company_id: int, run_id: int, bills: str, params: dict,

@@ -42,6 +42,7 @@ from meterline.ledger.allocation import allocation_sql
 from meterline.ledger.errors import DayClosed, InvalidPayment, PaymentConflict
 from meterline.ledger.journal import CompanyInfo, company_info
 from meterline.ledger.policy import AllocationPolicy
+from meterline.store.db import local_settings
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,14 @@ class PaymentRecord:
     replay: bool = False
 
 
+# the items' settled amounts, from allocations ``alloc`` (entry_id, payment_id, item_id, amount)
+_SETTLE = """
+    UPDATE receivable_item i SET settled = i.settled + a.amount
+      FROM (SELECT item_id, sum(amount) AS amount FROM {alloc} GROUP BY item_id) a
+     WHERE i.id = a.item_id
+"""
+
+
 def _write_sql(numbered: str, alloc: str, settle: bool = True) -> str:
     """The writing half: entries, payments, postings, allocations, settled amounts.
 
@@ -131,11 +140,7 @@ def _write_sql(numbered: str, alloc: str, settle: bool = True) -> str:
     the items' settled amounts are left to the caller (:data:`_SETTLE`).
     """
     up = f""",
-up AS (
-    UPDATE receivable_item i SET settled = i.settled + a.amount
-      FROM (SELECT item_id, sum(amount) AS amount FROM {alloc} GROUP BY item_id) a
-     WHERE i.id = a.item_id
-)""" if settle else ""
+up AS ({_SETTLE.format(alloc=alloc)})""" if settle else ""
     return f"""
 paysum AS MATERIALIZED (
     SELECT n.*, coalesce(a.allocated, 0) AS allocated
@@ -247,18 +252,9 @@ def _bulk_chunk(conn: psycopg.Connection, policy: AllocationPolicy, params: dict
     out = conn.execute(f"WITH {_write_sql('ml_pay', 'ml_alloc', settle=False)}", params, prepare=False).fetchone()
     # the settled amounts by primary-key probes: a hash join would read all of receivable_item
     # (every item ever billed) once per chunk, which the planner prefers to 50,000 probes
-    joins = conn.execute("SELECT current_setting('enable_hashjoin'), current_setting('enable_mergejoin')").fetchone()
-    conn.execute("SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)")
-    conn.execute(_SETTLE, prepare=False)
-    conn.execute("SELECT set_config('enable_hashjoin', %s, true), set_config('enable_mergejoin', %s, true)", joins)
+    with local_settings(conn, enable_hashjoin="off", enable_mergejoin="off"):
+        conn.execute(_SETTLE.format(alloc="ml_alloc"), prepare=False)
     return out
-
-
-_SETTLE = """
-UPDATE receivable_item i SET settled = i.settled + a.amount
-  FROM (SELECT item_id, sum(amount) AS amount FROM ml_alloc GROUP BY item_id) a
- WHERE i.id = a.item_id
-"""
 
 
 _CONFLICTS = """

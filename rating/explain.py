@@ -28,6 +28,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from meterline.errors import NotFound
+from meterline.rating import heating
 from meterline.store.consumption import Kind
 
 
@@ -38,7 +39,7 @@ class BillExplanation:
     shares: list[dict[str, Any]] = field(default_factory=list)
     lines: list[dict[str, Any]] = field(default_factory=list)
     # heating suspensions of the account overlapping the bill's period, as stored now (bills with heating only)
-    suspensions: list[dict[str, Any]] = field(default_factory=list)
+    suspensions: list[heating.Suspension] = field(default_factory=list)
 
 
 def explain_bill(conn: psycopg.Connection, bill_id: int) -> BillExplanation:
@@ -66,13 +67,9 @@ def explain_bill(conn: psycopg.Connection, bill_id: int) -> BillExplanation:
                 WHERE s.account_id = %s AND s.period = %s ORDER BY mm.serial""",
             [bill["account_id"], bill["period"]]).fetchall()
         lines = cur.execute("SELECT * FROM bill_line_sourced WHERE bill_id = %s ORDER BY line_no", [bill_id]).fetchall()
-        suspensions = []
-        if any((ln["source"] or {}).get("kind") == "heating" for ln in lines):
-            # the billing run's selection (rating.run): stopped by the period's end, not resumed before its start
-            suspensions = cur.execute(
-                """SELECT id, stop_on, resume_on, reason FROM heating_suspension
-                    WHERE account_id = %s AND stop_on <= %s AND (resume_on IS NULL OR resume_on > %s)
-                    ORDER BY stop_on""", [bill["account_id"], bill["period_end"], bill["period_start"]]).fetchall()
+    suspensions = []
+    if any((ln["source"] or {}).get("kind") == "heating" for ln in lines):
+        suspensions = heating.overlapping(conn, bill["account_id"], bill["period_start"], bill["period_end"])
     return BillExplanation(bill, reads, shares, lines, suspensions)
 
 
@@ -112,8 +109,8 @@ def _season_days_of(src: dict[str, Any]) -> list[dt.date]:
     return [first + dt.timedelta(days=k) for k in range((last - first).days + 1)]
 
 
-def _suspended(day: dt.date, s: dict[str, Any]) -> bool:
-    return s["stop_on"] <= day and (s["resume_on"] is None or day < s["resume_on"])
+def _suspended(day: dt.date, s: heating.Suspension) -> bool:
+    return s.stop_on <= day and (s.resume_on is None or day < s.resume_on)
 
 
 def _heating(e: BillExplanation) -> list[str]:
@@ -141,9 +138,9 @@ def _heating(e: BillExplanation) -> list[str]:
     else:
         out.append(f"  heating suspensions overlapping the period (as stored now): {len(e.suspensions)}")
     for s in e.suspensions:
-        resumed = f"resumed {s['resume_on']}" if s["resume_on"] else "not resumed"
+        resumed = f"resumed {s.resume_on}" if s.resume_on else "not resumed"
         off = sum(1 for d in in_season if _suspended(d, s))
-        out.append(f"    stopped {s['stop_on']}, {resumed} ({s['reason']}) [#{s['id']}]: "
+        out.append(f"    stopped {s.stop_on}, {resumed} ({s.reason}) [#{s.id}]: "
                    f"{off} day(s) off in this bill")
     for line_no, now in differs:
         out.append(f"  note: the suspensions as stored now give line {line_no} {now} heated day(s): they were "

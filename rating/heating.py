@@ -92,6 +92,19 @@ def set_dates(conn: psycopg.Connection, company_id: int, suspension_id: int, sto
                   [stop_on, resume_on, suspension_id, company_id])
 
 
+# the suspensions a period [%(start)s, %(end)s] is rated with: stopped by its last day and not
+# resumed by its first (the billing run's selection; bill explain's)
+OVERLAPS = "stop_on <= %(end)s AND (resume_on IS NULL OR resume_on > %(start)s)"
+
+
+def overlapping(conn: psycopg.Connection, account_id: int, start: dt.date, end: dt.date) -> list[Suspension]:
+    """An account's suspensions overlapping the period ``start`` .. ``end`` (inclusive), in stop order."""
+    return [Suspension(*r) for r in conn.execute(
+        f"""SELECT id, account_id, stop_on, resume_on, reason FROM heating_suspension
+             WHERE account_id = %(account)s AND {OVERLAPS} ORDER BY stop_on""",
+        {"account": account_id, "start": start, "end": end}).fetchall()]
+
+
 def suspensions(conn: psycopg.Connection, company_id: int, account_code: str) -> list[Suspension]:
     account_id = _account(conn, company_id, account_code)
     return [Suspension(*r) for r in conn.execute(

@@ -99,6 +99,7 @@ from meterline.ingest.vee.alerts import raise_alerts
 from meterline.ingest.vee.engine import AlertEvent
 from meterline.ledger.bills import post_bills
 from meterline.rating import apportion as ap
+from meterline.rating import heating
 from meterline.rating.engine import rate
 from meterline.rating.errors import RatingError
 from meterline.rating.frames import copy_in, query_frame
@@ -481,10 +482,10 @@ _TREE_SCHEMA = {"meter_id": pl.Int64, "parent": pl.Int64, "account_id": pl.Int64
 
 # heating stopped (and resumed) per account, overlapping the period (few rows: read once per run);
 # every one of them is rated (lists of stops and resumes per account, in stop order)
-_SUSPENSIONS = """
+_SUSPENSIONS = f"""
 SELECT account_id, stop_on AS heating_stop, resume_on AS heating_resume
   FROM heating_suspension
- WHERE company_id = %(company)s AND stop_on <= %(end)s AND (resume_on IS NULL OR resume_on > %(start)s)
+ WHERE company_id = %(company)s AND {heating.OVERLAPS}
  ORDER BY account_id, stop_on"""
 
 _SUSPENSION_SCHEMA = {"account_id": pl.Int64, "heating_stop": pl.Date, "heating_resume": pl.Date}

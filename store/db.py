@@ -148,6 +148,22 @@ class Database:
         return f"embedded PostgreSQL ({self.embedded.data_dir}) {where}" if self.embedded else where
 
 
+@contextmanager
+def local_settings(conn: psycopg.Connection, **values: str) -> Iterator[None]:
+    """Planner or executor settings (``jit="off"``, ``work_mem="256MB"``, ...) for the statements
+    of the block only: set transaction-local, then put back as they were (unless the transaction
+    failed: its rollback restores them)."""
+    names = list(values)
+    saved = conn.execute("SELECT " + ", ".join("current_setting(%s)" for _ in names), names).fetchone()
+    pairs = ", ".join("set_config(%s, %s, true)" for _ in names)
+    conn.execute("SELECT " + pairs, [x for n in names for x in (n, values[n])])
+    try:
+        yield
+    finally:
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.INERROR:
+            conn.execute("SELECT " + pairs, [x for n, v in zip(names, saved) for x in (n, v)])
+
+
 def set_company(conn: psycopg.Connection, company_id: int) -> None:
     """Scope the session to one company (the setting row-level security policies read)."""
     conn.execute("SELECT set_config('meterline.company_id', %s, false)", [str(int(company_id))])
